@@ -1,0 +1,5 @@
+"""`python -m swarmd` runs the command-line interface."""
+
+from swarmd.cli import main
+
+raise SystemExit(main())

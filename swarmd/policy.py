@@ -1,0 +1,190 @@
+"""Pure recovery decisions: classified lines, exits, health facts and the monotonic
+clock in; a `Decision` (action, reason, evidence, delay) out.
+
+No I/O, no sleeping, no logging: the supervisor logs the reason this returns. All
+thresholds come from the config; all pacing from `Backoff`. The policy remembers only
+what a decision needs (last activity, recent step times, pending reconnect), and that
+memory is reset by `child_started` for every new trainer.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from swarmd.backoff import Backoff
+from swarmd.config import HealthConfig, TrainerConfig
+from swarmd.domain import NO_DECISION, Action, Decision, Health, Signal, Verdict
+
+_RECENT_STEPS = 32
+# A burst of the same DHT complaint must cost one SIGUSR1, not one per line.
+_RECONNECT_COOLDOWN_FLOOR = 10.0
+
+
+@dataclass(slots=True)
+class _Reconnect:
+    sent_at: float
+    evidence: str
+
+
+class Policy:
+    def __init__(self, trainer: TrainerConfig, health: HealthConfig, backoff: Backoff) -> None:
+        self._trainer = trainer
+        self._health = health
+        self.backoff = backoff
+        self._started_at = 0.0
+        self._last_activity = 0.0
+        self._steps: deque[float] = deque(maxlen=_RECENT_STEPS)
+        self._last_wait = 0.0
+        self._last_fault: Signal | None = None
+        self._reconnect: _Reconnect | None = None
+        self._failed_reconnects = 0
+        self._peers_low_since: float | None = None
+
+    # -- what the supervisor tells the policy -------------------------------------------
+    def child_started(self, now: float) -> None:
+        self._started_at = now
+        self._last_activity = now
+        self._last_wait = 0.0
+        self._last_fault = None
+        self._reconnect = None
+        self._failed_reconnects = 0
+        self._peers_low_since = None
+        self.backoff.started(now)
+
+    def activity(self, now: float, step_seconds: float | None = None) -> None:
+        """Progress seen (a progress line, or the heartbeat file changed)."""
+        self._last_activity = max(self._last_activity, now)
+        if step_seconds is not None and step_seconds > 0:
+            self._steps.append(step_seconds)
+        if self._reconnect is not None and now > self._reconnect.sent_at:
+            # Progress after a SIGUSR1: the in-place reconnect worked.
+            self._reconnect = None
+            self._failed_reconnects = 0
+
+    def stall_threshold(self) -> float:
+        """Silence longer than this is a stall: never below `stall_factor` x the longest
+        recent step (CPU steps of 700-860 s are normal) nor the trainer's own announced
+        wait ("Next check in 900s")."""
+        longest = max(self._steps, default=0.0)
+        factor = self._health.stall_step_factor
+        return max(self._health.stall_after, factor * longest, factor * self._last_wait)
+
+    @property
+    def reconnect_pending(self) -> bool:
+        return self._reconnect is not None
+
+    # -- decisions ------------------------------------------------------------------------
+    def on_signal(self, sig: Signal, now: float) -> Decision:
+        verdict = sig.verdict
+        if verdict is Verdict.HEALTHY_PROGRESS:
+            self.activity(now, sig.step_seconds)
+            return NO_DECISION
+        if verdict is Verdict.HEALTHY_IDLE:
+            self._last_activity = max(self._last_activity, now)
+            if sig.wait_seconds is not None:
+                self._last_wait = sig.wait_seconds
+            return NO_DECISION
+        if verdict is Verdict.TRANSIENT_IGNORE:
+            return NO_DECISION
+        self._last_fault = sig
+        if verdict is Verdict.GIVE_UP_FATAL:
+            return Decision(Action.GIVE_UP, sig.kind, sig.line)
+        if verdict is Verdict.RECONNECT_DHT:
+            return self._reconnect_or_restart(sig.kind, sig.line, now)
+        action = Action.RESTART_AFTER_CLEANUP if verdict is Verdict.RESTART_AFTER_CLEANUP else Action.RESTART
+        return self.restart(action, sig.kind, sig.line, now)
+
+    def on_exit(self, returncode: int, now: float) -> Decision:
+        """The trainer exited without being asked to."""
+        self.backoff.stopped()
+        fault = self._last_fault
+        if fault is not None and fault.verdict is Verdict.GIVE_UP_FATAL:
+            return Decision(Action.GIVE_UP, fault.kind, fault.line)
+        if returncode in self._trainer.fatal_exit_codes:
+            return Decision(
+                Action.GIVE_UP,
+                f"exit_code_{returncode}_is_fatal",
+                fault.line if fault else f"trainer exited with code {returncode}",
+            )
+        if returncode == 0 and not self._trainer.exit_zero_is_failure:
+            return Decision(Action.NONE, "clean_exit", "trainer exited with code 0")
+        if fault is not None and fault.verdict.is_fault:
+            action = (
+                Action.RESTART_AFTER_CLEANUP
+                if fault.verdict is Verdict.RESTART_AFTER_CLEANUP
+                else Action.RESTART
+            )
+            return self.restart(action, fault.kind, fault.line, now)
+        if returncode in (-9, 137):
+            return self.restart(
+                Action.RESTART_AFTER_CLEANUP, "killed_sigkill", f"trainer killed by SIGKILL (rc={returncode}); OOM killer?", now
+            )
+        if returncode < 0:
+            return self.restart(Action.RESTART, f"killed_signal_{-returncode}", f"trainer killed by signal {-returncode}", now)
+        return self.restart(Action.RESTART, "exit_nonzero", f"trainer exited with code {returncode}", now)
+
+    def on_tick(self, now: float, health: Health) -> Decision:
+        """Periodic check while a trainer runs: healthy reset, stall, peers, p2pd."""
+        self.backoff.healthy(now)
+        if health.network_ok is False:
+            # The network is down: restarting cannot help and would burn the crash budget.
+            self._peers_low_since = None
+            return NO_DECISION
+        if self._reconnect is not None:
+            if now - self._reconnect.sent_at < self._health.reconnect_timeout:
+                return NO_DECISION
+            self._failed_reconnects += 1
+            evidence = self._reconnect.evidence
+            self._reconnect = None
+            return self._reconnect_or_restart("reconnect_timed_out", evidence, now)
+        silent = now - self._last_activity
+        if silent > self.stall_threshold() and now - self._started_at > self._health.startup_grace:
+            return self.restart(
+                Action.RESTART, "stall", f"no progress and no heartbeat change for {silent:.0f}s", now
+            )
+        if health.p2pd_alive is False:
+            return self._reconnect_or_restart("p2pd_gone", "the trainer's p2pd daemon is no longer running", now)
+        return self._check_peers(now, health)
+
+    def restart(self, action: Action, reason: str, evidence: str, now: float) -> Decision:
+        """A restart, paced by the back-off, or `give up` once the crash-loop limit is hit."""
+        if self.backoff.crash_loop(now):
+            cfg = self.backoff.config
+            return Decision(
+                Action.GIVE_UP,
+                "crash_loop",
+                f"{cfg.crash_loop_max} restarts within {cfg.crash_loop_window:.0f}s; last: {reason}: {evidence}",
+            )
+        return Decision(action, reason, evidence, self.backoff.next_delay(now))
+
+    # -- helpers --------------------------------------------------------------------------
+    def _check_peers(self, now: float, health: Health) -> Decision:
+        want = self._health.min_peers
+        if want <= 0 or health.peers is None or health.peers >= want:
+            self._peers_low_since = None
+            return NO_DECISION
+        if self._peers_low_since is None:
+            self._peers_low_since = now
+            return NO_DECISION
+        if now - self._peers_low_since < self._health.peers_grace:
+            return NO_DECISION
+        self._peers_low_since = None
+        return self._reconnect_or_restart(
+            "peers_lost", f"DHT sees {health.peers} peers, fewer than min_peers={want}", now
+        )
+
+    def _reconnect_or_restart(self, reason: str, evidence: str, now: float) -> Decision:
+        if self._reconnect is not None:
+            cooldown = max(_RECONNECT_COOLDOWN_FLOOR, self._health.reconnect_timeout)
+            if now - self._reconnect.sent_at < cooldown:
+                return NO_DECISION  # one reconnect in flight already
+        if self._failed_reconnects >= self._health.reconnect_attempts:
+            return self.restart(
+                Action.RESTART,
+                f"{reason}_after_{self._failed_reconnects}_reconnects",
+                evidence,
+                now,
+            )
+        self._reconnect = _Reconnect(now, evidence)
+        return Decision(Action.RECONNECT_DHT, reason, evidence)

@@ -1,0 +1,83 @@
+"""Secret redaction for everything swarmd writes (monitor.log and trainer.log).
+
+Operators paste these logs into public issues (the failure corpus is made of such
+pastes, one with a live RPC key in it), so secrets are removed before a byte reaches
+disk: Hugging Face tokens, 0x-prefixed 64-hex private keys, values of keys named like
+token/secret/password/key, credentials inside URLs and RPC-provider API keys in paths.
+
+A cheap substring prefilter keeps the common case (a line with nothing secret-looking)
+to one regex scan, because trainer.log sees up to ~100k lines/s.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+REDACTED = "<redacted>"
+
+_PREFILTER = re.compile(
+    r"hf_|0x[0-9a-fA-F]{64}|token|secret|passw|key|bearer|://[^/\s]*@|/v[0-9]/",
+    re.IGNORECASE,
+)
+
+_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"\bhf_[A-Za-z0-9]{16,}"), "hf_" + REDACTED),
+    (re.compile(r"\b0x[0-9a-fA-F]{64}\b"), "0x" + REDACTED),
+    (re.compile(r"(?i)\b(bearer\s+)[A-Za-z0-9._~+/=-]{12,}"), r"\1" + REDACTED),
+    # scheme://user:password@host -> scheme://<redacted>@host
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@"), r"\1" + REDACTED + "@"),
+    # RPC providers put the API key in the path: https://x.g.alchemy.com/v2/<key>
+    (re.compile(r"(/v[0-9]/)[A-Za-z0-9_-]{16,}"), r"\1" + REDACTED),
+    # key = value / key: value / "key": "value" for names like token, secret, password, api_key
+    (
+        re.compile(
+            r"""(?ix)
+            (\b[\w.-]*(?:token|secret|passw(?:or)?d|api[_-]?key|private[_-]?key|access[_-]?key|auth[_-]?key)[\w.-]*
+             ["']?\s*[=:]\s*["']?)
+            (?!<redacted>)([^\s"',;}\]]{4,})"""
+        ),
+        r"\1" + REDACTED,
+    ),
+)
+
+_SECRET_KEY_NAME = re.compile(r"(?i)token|secret|passw|api[_-]?key|private[_-]?key|access[_-]?key|credential")
+
+
+def redact_text(text: str) -> str:
+    """Return `text` with anything secret-looking replaced by `<redacted>`."""
+    if not _PREFILTER.search(text):
+        return text
+    for pattern, repl in _RULES:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def redact_bytes(data: bytes) -> bytes:
+    """Byte-level variant for raw trainer output; non-UTF-8 bytes pass through unchanged."""
+    if not _PREFILTER.search(data.decode("latin-1")):
+        return data
+    text = data.decode("utf-8", errors="surrogateescape")
+    return redact_text(text).encode("utf-8", errors="surrogateescape")
+
+
+def is_secret_key(name: str) -> bool:
+    return bool(_SECRET_KEY_NAME.search(name))
+
+
+def redact_mapping(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Redact values under secret-looking keys, and secrets inside any string value."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if is_secret_key(key) and value not in (None, ""):
+            out[key] = REDACTED
+        elif isinstance(value, str):
+            out[key] = redact_text(value)
+        elif isinstance(value, Mapping):
+            out[key] = redact_mapping(value)
+        elif isinstance(value, list | tuple):
+            out[key] = [redact_text(v) if isinstance(v, str) else v for v in value]
+        else:
+            out[key] = value
+    return out
