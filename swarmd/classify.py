@@ -1,0 +1,445 @@
+"""Log line -> `Signal`: ordered, data-driven rules for RL-Swarm / genrl / hivemind output.
+
+Why rules and not a grep for "Error": the corpus in shared/failures shows that the loud
+lines (`Traceback`, `[ERROR]`, `wandb`, `PYTORCH_CUDA_ALLOC_CONF`, `>> Shutting down
+trainer...`, `Terminated`) are mostly harmless or say nothing about the cause, while the
+lines that matter can sit glued to the end of a tqdm bar. So every rule names one
+known cause, matches anywhere in the line (never anchored at the start), and the first
+rule that matches decides. A line no rule knows gives `None`: "no opinion", not "healthy".
+
+Order of the built-in rules (first match wins): the trainer's own wait lines, then
+faults from the most severe verdict down (so `P2PDaemonError: p2pd binary not found`
+is fatal before the generic `P2PDaemonError` restart rule sees it), then transient
+reward-submission noise, then progress. User rules from `monitor.toml` `[[rules]]` come
+before all built-ins; a user rule named like a built-in replaces it (and moves to the
+front with the other user rules), and `enabled = false` removes it.
+
+Named groups a pattern may use, built-in or user (anything unparsable is dropped):
+`round`, `stage` (ints), `step_seconds` (seconds per step), `its` (steps per second,
+turned into `step_seconds`), `wait_seconds` (the trainer's own back-off).
+
+Kinds the built-ins emit (the policy may key on them; `OOM_KINDS` lists the memory ones):
+round_wait, round, step, startup, reward_submit, dht_rpc_error, p2pd_startup_timeout,
+p2pd_bootstrap_unreachable, p2pd_error, dht_bootstrap_failed, dht_child_crash,
+dht_get_none, cuda_oom, mps_oom, accelerate_current_batch, train_loop_exception,
+testnet_rpc_unreachable, p2pd_stale, address_in_use, os_oom_killed, auth_signature,
+vllm_kv_cache_oom, dependency_missing, login_browser_unavailable.
+
+Lines OUR trainer (`trainer/node.py`) should print so the built-ins understand it
+(the upstream hivemind_exp / genrl wording, so one rule set serves both):
+
+    🐱 Hello 🐈 [<three word name>] 🦮 [<peer id>]!            -> startup
+    🐝 Joining round: <R> starting at stage: <S>               -> round (round, stage)
+    📈 Training round: <R> stage: <S>                          -> round (round, stage)
+    <desc>: 45%|████▌     | 9/20 [01:23<01:41,  9.20s/it]     -> step (step_seconds)
+        (plain tqdm; `it/s` works too; `\\r` frames are fine)
+    {'loss': 0.01, 'reward': 0.5, ...}                          -> step (metrics dict)
+    📉 Finished training round: <R> stage: <S>                 -> round
+    Already finished round: <R>. Next check in <W>s.           -> round_wait (wait_seconds)
+    Could not fetch round and stage: <error>. Next check in <W>s.  -> round_wait
+    Failed to submit reward for round <R>: <error>             -> reward_submit (ignored)
+
+Faults need no special wording: hivemind's own exceptions (P2PDaemonError, DHTNode
+bootstrap failed, ...) and torch's OOM errors are matched as they are.
+
+Speed: the supervisor may feed ~100k lines/s. Each built-in rule carries a few
+lower-case tokens, one of which must occur in any line it matches; a line whose
+lower-cased text holds none of ~30 coarse gate substrings skips every built-in regex
+(a few microseconds a line, no regex at all).
+User rules have no tokens and are always tried, so keep them few.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from swarmd.domain import Signal, Verdict
+
+if TYPE_CHECKING:
+    from swarmd.config import RuleSpec
+
+__all__ = [
+    "OOM_KINDS",
+    "Classifier",
+    "Rule",
+    "build_rules",
+    "default_rules",
+    "file_verdict",
+]
+
+OOM_KINDS = frozenset({"cuda_oom", "mps_oom", "os_oom_killed", "vllm_kv_cache_oom"})
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One known cause: a regex searched anywhere in the cleaned line."""
+
+    name: str
+    pattern: re.Pattern[str]
+    verdict: Verdict
+    kind: str
+
+
+# (name, pattern, verdict, kind, tokens). Tokens are lower-case substrings of which at
+# least one occurs in every line the pattern matches (a test checks this holds).
+_NUM = r"\d+(?:\.\d+)?"
+_INT = r"\d+"
+_V = Verdict
+# fmt: off
+_BUILTINS: tuple[tuple[str, str, Verdict, str, tuple[str, ...]], ...] = (
+    # --- the trainer's own wait loop: before the faults, because the `<error>` it
+    # quotes is already handled by the loop (it retries), whatever it says.
+    ("already_finished_round",
+     rf"Already finished round:?\s*(?P<round>{_INT})\b(?:.{{0,200}}?Next check in\s*(?P<wait_seconds>{_NUM})\s*s)?",
+     _V.HEALTHY_IDLE, "round_wait", ("already finished round",)),
+    ("round_fetch_retry",
+     rf"Could not fetch round and stage\b.{{0,2000}}?Next check in\s*(?P<wait_seconds>{_NUM})\s*s",
+     _V.HEALTHY_IDLE, "round_wait", ("could not fetch round",)),
+    # --- give up: operator action needed; a restart would fail the same way.
+    ("auth_signature_error", r"\bAA24 signature error",
+     _V.GIVE_UP_FATAL, "auth_signature", ("aa24",)),
+    ("vllm_kv_cache_oom",
+     r"_initialize_kv_caches|_allocate_kv_cache|No available memory for the cache blocks"
+     r"|larger than the maximum number of tokens that can be stored in KV cache",
+     _V.GIVE_UP_FATAL, "vllm_kv_cache_oom", ("kv_cache", "cache blocks", "kv cache")),
+    ("p2pd_binary_missing", r"p2pd binary not found",
+     _V.GIVE_UP_FATAL, "dependency_missing", ("p2pd binary",)),
+    ("backend_file_missing",
+     r"FileNotFoundError\(2, 'No such file or directory'\)"
+     r"|FileNotFoundError: \[Errno 2\] No such file or directory: '[^']*p2pd'",
+     _V.GIVE_UP_FATAL, "dependency_missing", ("filenotfounderror",)),
+    ("import_error", r"\b(?:ModuleNotFoundError|ImportError): \S",
+     _V.GIVE_UP_FATAL, "dependency_missing", ("modulenotfounderror", "importerror")),
+    ("login_browser_unavailable", r"xdg-open: no method available for opening",
+     _V.GIVE_UP_FATAL, "login_browser_unavailable", ("xdg-open",)),
+    # --- restart after cleanup: something of the old run (p2pd, its sockets, the
+    # port) is still there and would make the next start fail the same way.
+    ("p2pd_identity_taken", r"is already taken by another peer",
+     _V.RESTART_AFTER_CLEANUP, "p2pd_stale", ("already taken",)),
+    ("p2pd_stale_socket", r"Failed to connect to UNIX socket at\b",
+     _V.RESTART_AFTER_CLEANUP, "p2pd_stale", ("unix socket",)),
+    ("address_in_use", r"(?i:address already in use)|\bEADDRINUSE\b",
+     _V.RESTART_AFTER_CLEANUP, "address_in_use", ("already in use", "eaddrinuse")),
+    ("os_oom_killed",
+     # bash job-control lines ("./run_rl_swarm.sh: line 266: 33498 Killed: 9  python")
+     # and the bare forms; never anchored, since they follow tqdm bars on one line.
+     r"\b\d+\s+Killed(?::\s*9)?(?:\s|$)|\[\d+\][+-]?\s+Killed\b|^\s*Killed(?::\s*9)?\s*$"
+     r"|(?:s/it|it/s)\]\s*Killed\b|\bzsh: killed\s|Out of memory: Killed process",
+     _V.RESTART_AFTER_CLEANUP, "os_oom_killed", ("killed",)),
+    # --- restart: the trainer died or its DHT cannot be used again in place.
+    ("p2pd_startup_timeout", rf"Daemon failed to start in {_NUM} seconds",
+     _V.RESTART, "p2pd_startup_timeout", ("daemon failed",)),
+    ("p2pd_bootstrap_unreachable",
+     r"Daemon failed to start:.{0,300}failed to connect to bootstrap peers",
+     _V.RESTART, "p2pd_bootstrap_unreachable", ("daemon failed",)),
+    ("p2pd_daemon_error", r"\bP2PDaemonError\b|Daemon failed to start\b",
+     _V.RESTART, "p2pd_error", ("p2pdaemonerror", "daemon failed")),
+    ("dht_bootstrap_failed", r"DHTNode bootstrap failed",
+     _V.RESTART, "dht_bootstrap_failed", ("bootstrap failed",)),
+    ("dht_child_error", r"\[hivemind\.dht\.dht\._run:\d+\]",
+     _V.RESTART, "dht_child_crash", ("dht._run:",)),
+    ("dht_pipe_blocking", r"\bBlockingIOError: \[Errno 11\]",
+     _V.RESTART, "dht_child_crash", ("blockingioerror",)),
+    ("dht_pipe_eof", r"\bEOFError: Ran out of input|^\s*EOFError\s*$",
+     _V.RESTART, "dht_child_crash", ("eoferror",)),
+    ("dht_process_died", r"\bProcess DHT-\d+:",
+     _V.RESTART, "dht_child_crash", ("process dht-",)),
+    ("dht_get_none", r"cannot unpack non-iterable NoneType object",
+     _V.RESTART, "dht_get_none", ("nonetype",)),
+    ("cuda_oom", r"\bOutOfMemoryError\b|CUDA out of memory",
+     _V.RESTART, "cuda_oom", ("outofmemoryerror", "out of memory")),
+    ("mps_oom", r"MPS backend out of memory",
+     _V.RESTART, "mps_oom", ("out of memory",)),
+    ("accelerate_current_batch",
+     r"local variable 'current_batch' (?:where it is not associated|referenced before)",
+     _V.RESTART, "accelerate_current_batch", ("current_batch",)),
+    ("train_loop_exception",
+     r"Encountered error during training!|\bException during training\b"
+     r"|Exception occurred during game run",
+     _V.RESTART, "train_loop_exception", ("during training", "during game run")),
+    ("testnet_rpc_unreachable", r"Failed to connect to Gensyn Testnet",
+     _V.RESTART, "testnet_rpc_unreachable", ("failed to connect to gensyn",)),
+    # --- reconnect: hivemind caught it and the DHT process still runs.
+    ("dht_coroutine_error", r"Caught an exception when running a coroutine",
+     _V.RECONNECT_DHT, "dht_rpc_error", ("coroutine",)),
+    # --- transient: reward submission fails and the node carries on (the genrl
+    # banner says so itself); the policy counts these.
+    ("reward_submit_failed", r"Failed to submit (?:to chain|reward)",
+     _V.TRANSIENT_IGNORE, "reward_submit", ("failed to submit",)),
+    ("reward_submit_http",
+     r"Error: .{0,300}for url: \S{0,300}/api/submit-reward|POST /api/submit-reward [45]\d\d\b",
+     _V.TRANSIENT_IGNORE, "reward_submit", ("submit-reward",)),
+    ("execution_reverted", r"\bexecution reverted\b",
+     _V.TRANSIENT_IGNORE, "reward_submit", ("reverted",)),
+    ("peer_already_registered", r"\bPeerIdAlreadyRegistered\b",
+     _V.TRANSIENT_IGNORE, "reward_submit", ("peeridalreadyregistered",)),
+    ("invalid_round_number", r"\bInvalidRoundNumber\b",
+     _V.TRANSIENT_IGNORE, "reward_submit", ("invalidroundnumber",)),
+    # --- progress: round/stage lines (hivemind_exp, genrl, our trainer).
+    ("round_join",
+     rf"Joining round:\s*(?P<round>{_INT})(?:\s+starting at stage:\s*(?P<stage>{_INT}))?",
+     _V.HEALTHY_PROGRESS, "round", ("joining round",)),
+    ("round_training", rf"Training round:\s*(?P<round>{_INT})\s+stage:\s*(?P<stage>{_INT})",
+     _V.HEALTHY_PROGRESS, "round", ("training round",)),
+    ("round_finished",
+     rf"Finished training round:\s*(?P<round>{_INT})\s+stage:\s*(?P<stage>{_INT})",
+     _V.HEALTHY_PROGRESS, "round", ("training round",)),
+    ("round_start", rf"Starting round:\s*(?P<round>{_INT})(?:/\d+)?",
+     _V.HEALTHY_PROGRESS, "round", ("starting round",)),
+    ("winners_submitted", rf"Submitting winners for round\s*(?P<round>{_INT})",
+     _V.HEALTHY_PROGRESS, "round", ("submitting winners",)),
+    ("training_start", r"Starting training \S+ \S+ for [\d.]+ epochs",
+     _V.HEALTHY_PROGRESS, "round", ("starting training",)),
+    # tqdm: "75%|███▊ | 15/20 [1:58:20<48:37, 583.49s/it]"; the rate is optional
+    # (`?it/s`, `examples/s`, `MB/s` give no step time).
+    ("tqdm_progress",
+     rf"\d{{1,3}}%\|[^|]{{0,1000}}\|[^\[]{{0,200}}\[[^\]]{{0,200}}?(?:(?<![\d.])(?:(?P<step_seconds>{_NUM})s/it"
+     rf"|(?P<its>{_NUM})it/s))?\]",
+     _V.HEALTHY_PROGRESS, "step", ("%|",)),
+    ("train_metrics", r"\{'(?:loss|train_runtime)': ",
+     _V.HEALTHY_PROGRESS, "step", ("'loss'", "'train_runtime'")),
+    # --- startup: alive, not yet training (the identity check is NOT a conflict).
+    ("identity_check", r"Checking that identity from .{0,500} is not used by other peers"
+     r"|Generating new identity (?:\(|to be saved)",
+     _V.HEALTHY_PROGRESS, "startup", ("identity",)),
+    ("testnet_connected", r"Connected to Gensyn Testnet",
+     _V.HEALTHY_PROGRESS, "startup", ("connected to gensyn",)),
+    ("launcher_ready", r">> Good luck in the swarm!",
+     _V.HEALTHY_PROGRESS, "startup", ("good luck",)),
+    ("node_hello", r"\bHello\b[^\[]{0,40}\[[^\]]{1,200}\][^\[]{0,40}\[[^\]]{1,200}\]",
+     _V.HEALTHY_PROGRESS, "startup", ("hello",)),
+    ("data_manager_ready", r"Data Manager initialized",
+     _V.HEALTHY_PROGRESS, "startup", ("manager initialized",)),
+)
+# fmt: on
+
+
+def _compile_builtins() -> tuple[tuple[Rule, ...], dict[Rule, tuple[str, ...]]]:
+    rules: list[Rule] = []
+    tokens: dict[Rule, tuple[str, ...]] = {}
+    for name, pattern, verdict, kind, toks in _BUILTINS:
+        rule = Rule(name, re.compile(pattern), verdict, kind)
+        rules.append(rule)
+        tokens[rule] = toks
+    return tuple(rules), tokens
+
+
+_DEFAULT_RULES, _TOKENS = _compile_builtins()
+
+_MAX_LINE = 16384
+_MAX_FRAMES = 64
+_FRAME_SPLIT = re.compile(r"[\r\n]")
+# Coarse substrings shared by many tokens (see `Classifier._gate`).
+_GATE_SEEDS = (
+    "error",
+    "round",
+    "daemon",
+    "memory",
+    "cache",
+    "submit",
+    "identity",
+    "dht",
+    "gensyn",
+    "kill",
+    "already",
+    "during",
+    "%|",
+    "coroutine",
+    "revert",
+    "training",
+    "socket",
+    "bootstrap",
+)
+
+# CSI (colours, cursor moves), OSC (titles, hyperlinks) and two-byte escapes.
+_ANSI = re.compile(
+    r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])"
+)
+
+
+def default_rules() -> tuple[Rule, ...]:
+    """The shipped rules, in the order they are tried."""
+    return _DEFAULT_RULES
+
+
+def build_rules(specs: Sequence[RuleSpec]) -> tuple[Rule, ...]:
+    """User rules (in file order) followed by the built-ins they do not replace.
+
+    A spec named like a built-in replaces it, or removes it with `enabled = false`.
+    A disabled spec is not validated: it only names what to switch off.
+    """
+    replaced: set[str] = set()
+    user: list[Rule] = []
+    for spec in specs:
+        if spec.name in replaced:
+            raise ValueError(f"rule {spec.name!r}: defined twice")
+        replaced.add(spec.name)
+        if spec.enabled:
+            user.append(_rule_from_spec(spec))
+    return (*user, *(r for r in _DEFAULT_RULES if r.name not in replaced))
+
+
+def _rule_from_spec(spec: RuleSpec) -> Rule:
+    name = spec.name
+    if not name:
+        raise ValueError(f"rule {name!r}: empty name")
+    try:
+        verdict = Verdict(spec.verdict.strip().lower())
+    except ValueError:
+        allowed = ", ".join(v.value for v in Verdict)
+        raise ValueError(
+            f"rule {name!r}: unknown verdict {spec.verdict!r} (one of: {allowed})"
+        ) from None
+    try:
+        pattern = re.compile(spec.pattern)
+    except re.error as exc:
+        raise ValueError(
+            f"rule {name!r}: bad pattern {spec.pattern!r}: {exc}"
+        ) from None
+    if pattern.search("") is not None:
+        raise ValueError(f"rule {name!r}: pattern {spec.pattern!r} matches every line")
+    return Rule(name, pattern, verdict, spec.kind or name)
+
+
+class Classifier:
+    """Applies an ordered rule list to one line at a time; holds no other state."""
+
+    __slots__ = ("_always", "_by_token", "_gate", "_rules")
+
+    def __init__(self, rules: Sequence[Rule] | None = None) -> None:
+        self._rules: tuple[Rule, ...] = tuple(
+            _DEFAULT_RULES if rules is None else rules
+        )
+        # Rules we know tokens for are only tried when a token occurs; any other rule
+        # (user-written, or a built-in whose pattern was replaced) is always tried.
+        always: list[int] = []
+        by_token: dict[str, list[int]] = {}
+        for i, rule in enumerate(self._rules):
+            toks = _TOKENS.get(rule)
+            if toks is None:
+                always.append(i)
+                continue
+            for tok in toks:
+                by_token.setdefault(tok, []).append(i)
+        self._always = tuple(always)
+        self._by_token = tuple((tok, tuple(idx)) for tok, idx in by_token.items())
+        # A boring line is turned away by a few coarse substrings: each token contains
+        # one of them, so no token (and no rule) can match a line that holds none.
+        gate = [g for g in _GATE_SEEDS if any(g in tok for tok in by_token)]
+        gate += [t for t in by_token if not any(g in t for g in gate)]
+        self._gate = tuple(gate)
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return self._rules
+
+    def classify(self, line: str) -> Signal | None:
+        """The signal of the first matching rule, or None when no rule knows the line.
+
+        `\\r`-joined tqdm frames are classified frame by frame and the most severe
+        frame wins (the latest one on a tie), so an error glued after the last
+        frame is not hidden by the bars before it. Only the first 8 and the last
+        56 frames of a longer line are read, and 16 KiB of each (head and tail).
+        """
+        if not line:
+            return None
+        if "\x1b" in line:
+            line = _ANSI.sub("", line)
+        if "\x00" in line:
+            line = line.replace("\x00", "")
+        if "\r" not in line and "\n" not in line:
+            return self._classify_one(line)
+        parts = [p for p in _FRAME_SPLIT.split(line) if p]
+        if len(parts) > _MAX_FRAMES:
+            # Thousands of frames of one bar: the first and the latest ones are enough
+            # (anything glued on comes after a frame, before the line's end).
+            parts = parts[:8] + parts[8 - _MAX_FRAMES :]
+        best: Signal | None = None
+        for part in parts:
+            sig = self._classify_one(part)
+            if sig is not None and (
+                best is None or sig.verdict.severity >= best.verdict.severity
+            ):
+                best = sig
+        return best
+
+    def _classify_one(self, line: str) -> Signal | None:
+        if len(line) > _MAX_LINE:
+            # Keep the head (tqdm prefix, log tag) and the tail (where errors glue on),
+            # so a megabyte of garbage costs what a long line costs.
+            half = _MAX_LINE // 2
+            line = f"{line[:half]} ... {line[-half:]}"
+        lower = line.lower()
+        for gate in self._gate:
+            if gate in lower:
+                hits = [idx for tok, idx in self._by_token if tok in lower]
+                break
+        else:
+            if not self._always:
+                return None
+            hits = []
+        candidates = set(self._always)
+        for idx in hits:
+            candidates.update(idx)
+        for i in sorted(candidates):
+            rule = self._rules[i]
+            match = rule.pattern.search(line)
+            if match is not None:
+                return _signal(rule, match, line)
+        return None
+
+
+def _signal(rule: Rule, match: re.Match[str], line: str) -> Signal:
+    groups = match.groupdict()
+    step = _float(groups.get("step_seconds"))
+    if step is None:
+        its = _float(groups.get("its"))
+        if its is not None and its > 0:
+            step = 1.0 / its
+    return Signal(
+        kind=rule.kind,
+        verdict=rule.verdict,
+        line=line.rstrip(),
+        rule=rule.name,
+        round=_int(groups.get("round")),
+        stage=_int(groups.get("stage")),
+        step_seconds=step,
+        wait_seconds=_float(groups.get("wait_seconds")),
+    )
+
+
+def _int(text: str | None) -> int | None:
+    # A user pattern may capture anything, and int() refuses >4300 digits: never raise.
+    if text is None or len(text) > 18:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _float(text: str | None) -> float | None:
+    if text is None or len(text) > 32:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def file_verdict(
+    lines: Iterable[str], classifier: Classifier
+) -> tuple[Verdict | None, list[Signal]]:
+    """The verdict of a whole log: that of its most severe signal, with the signals
+    that carry it (in order). `(None, [])` when no line matched any rule."""
+    signals = [s for s in map(classifier.classify, lines) if s is not None]
+    if not signals:
+        return None, []
+    worst = max(s.verdict.severity for s in signals)
+    top = [s for s in signals if s.verdict.severity == worst]
+    return top[0].verdict, top
