@@ -47,15 +47,15 @@ class SpawnError(SwarmdError):
         return f"cannot start {self.argv0!r}: {self.reason}{fix}"
 
 
-class NotFound(SpawnError):
+class NotFound(SpawnError):  # noqa: N818 - supervisor's names, read as the OS error they map
     """The command does not exist (ENOENT): a typo or a missing install; fatal at once."""
 
 
-class NotExecutable(SpawnError):
+class NotExecutable(SpawnError):  # noqa: N818 - as NotFound
     """The command exists but is not executable (EACCES on exec or ENOEXEC)."""
 
 
-class NoPermission(SpawnError):
+class NoPermission(SpawnError):  # noqa: N818 - as NotFound
     """The working directory or command is not accessible to this user."""
 
 
