@@ -1,0 +1,516 @@
+"""capture: real children, real pipes, real files (and /dev/full for a full disk)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import pytest
+
+from swarmd.capture import LineSplitter, PipeCapture, RotatingLog
+from swarmd.clock import SystemClock
+
+pytestmark = pytest.mark.io
+
+
+def wait_until(
+    pred: Callable[[], bool], timeout: float, describe: Callable[[], str]
+) -> None:
+    """Poll `pred` until true; on timeout fail with what was last seen."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s: {describe()}")
+        time.sleep(0.01)
+
+
+class Lines:
+    """Thread-safe sink for `on_line`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.items: list[str] = []
+
+    def __call__(self, line: str, t_mono: float) -> None:
+        with self._lock:
+            self.items.append(line)
+
+    def snapshot(self) -> list[str]:
+        with self._lock:
+            return list(self.items)
+
+
+@pytest.fixture
+def children() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Children started by a test; killed (with their session) and reaped after it."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for p in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait(timeout=10)
+        if p.stdout is not None:
+            p.stdout.close()
+
+
+def child(
+    procs: list[subprocess.Popen[bytes]], code: str | list[str]
+) -> subprocess.Popen[bytes]:
+    """Start `python -c code` (or an argv) in its own session, stdout+stderr to one pipe."""
+    p = subprocess.Popen(
+        [sys.executable, "-c", code] if isinstance(code, str) else code,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    procs.append(p)
+    return p
+
+
+def fd_of(p: subprocess.Popen[bytes]) -> int:
+    assert p.stdout is not None
+    return p.stdout.fileno()
+
+
+@pytest.fixture
+def closers() -> Iterator[list[Callable[[], None]]]:
+    """Stop captures and close logs even when an assertion failed midway."""
+    todo: list[Callable[[], None]] = []
+    yield todo
+    for fn in reversed(todo):
+        fn()
+
+
+def make_log(
+    closers: list[Callable[[], None]], path: Path, **kw: object
+) -> RotatingLog:
+    log = RotatingLog(path, **kw)  # type: ignore[arg-type]
+    closers.append(lambda: log.close(timeout=10))
+    return log
+
+
+def capture(
+    closers: list[Callable[[], None]], fd: int, log: RotatingLog, sink: Lines
+) -> PipeCapture:
+    cap = PipeCapture(fd, log, sink, clock=SystemClock(), poll_interval=0.05)
+    cap.start()
+    closers.append(lambda: cap.stop(timeout=10))
+    return cap
+
+
+def log_bytes(path: Path) -> bytes:
+    """The whole log in write order: oldest rotated file first, .gz transparently."""
+    numbered = sorted(
+        (p for p in path.parent.glob(path.name + ".*") if not p.name.endswith(".tmp")),
+        key=lambda p: int(p.name[len(path.name) + 1 :].removesuffix(".gz")),
+        reverse=True,
+    )
+    parts = [
+        gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+        for p in numbered
+    ]
+    if path.exists():
+        parts.append(path.read_bytes())
+    return b"".join(parts)
+
+
+# -- LineSplitter (pure) ----------------------------------------------------------
+
+
+def test_cr_lf_and_crlf_each_end_one_line() -> None:
+    """`\\r` (a tqdm frame), `\\n` and `\\r\\n` each end exactly one line."""
+    s = LineSplitter()
+    assert s.feed(b"10%\r20%\r\nok\nrest") == [b"10%", b"20%", b"ok"]
+    assert s.flush() == b"rest"
+
+
+def test_crlf_split_across_chunks_is_one_break() -> None:
+    """A `\\r` at the end of one read and `\\n` at the start of the next make one break."""
+    s = LineSplitter()
+    assert s.feed(b"a\r") == [b"a"]
+    assert s.feed(b"\nb\n") == [b"b"]
+    assert s.feed(b"\n") == [b""]
+
+
+def test_partial_line_is_kept_until_its_newline() -> None:
+    """A line split over reads comes out once, whole."""
+    s = LineSplitter()
+    assert s.feed(b"hel") == []
+    assert s.feed(b"lo") == []
+    assert s.feed(b"\n") == [b"hello"]
+
+
+def test_line_without_newline_is_cut_at_max_line() -> None:
+    """A child that never prints a newline cannot grow the buffer past `max_line`."""
+    s = LineSplitter(max_line=4)
+    assert s.feed(b"abcdefghij") == [b"abcd", b"efgh"]
+    assert s.feed(b"\n") == [b"ij"]
+
+
+# -- RotatingLog ------------------------------------------------------------------
+
+
+def test_rotation_keeps_n_files_of_whole_lines(
+    tmp_path: Path, closers: list[Callable[[], None]]
+) -> None:
+    """Rotation by size keeps `keep` old files, each within max_bytes and ending on a line."""
+    path = tmp_path / "trainer.log"
+    log = make_log(closers, path, max_bytes=100, keep=2)
+    for i in range(200):
+        log.write(b"line %04d\n" % i)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["trainer.log", "trainer.log.1", "trainer.log.2"]
+    for p in tmp_path.iterdir():
+        data = p.read_bytes()
+        assert len(data) <= 100
+        assert data.endswith(b"\n")
+    assert log_bytes(path).splitlines()[-1] == b"line 0199"
+
+
+def test_line_longer_than_max_bytes_gets_a_file_of_its_own(
+    tmp_path: Path, closers: list[Callable[[], None]]
+) -> None:
+    """A single line above max_bytes is written whole, never split across files."""
+    path = tmp_path / "t.log"
+    log = make_log(closers, path, max_bytes=10, keep=5)
+    log.write(b"short\n" + b"x" * 50 + b"\nafter\n")
+    assert log_bytes(path) == b"short\n" + b"x" * 50 + b"\nafter\n"
+    assert (b"x" * 50 + b"\n") in [p.read_bytes() for p in tmp_path.iterdir()]
+
+
+def test_dev_full_buffers_reports_once_then_flushes_everything(
+    tmp_path: Path, closers: list[Callable[[], None]]
+) -> None:
+    """On ENOSPC lines wait in memory, one error is reported, and all land once disk is back."""
+    path = tmp_path / "trainer.log"
+    target = {"disk": Path("/dev/full")}
+    errors: list[OSError] = []
+    recovered: list[bool] = []
+
+    def open_log(p: Path) -> BinaryIO:
+        return target["disk"].open("ab", buffering=0)
+
+    log = make_log(
+        closers,
+        path,
+        max_bytes=1 << 20,
+        keep=2,
+        open_log=open_log,
+        on_error=errors.append,
+        on_recover=lambda: recovered.append(True),
+    )
+    log.write(b"before\n")
+    assert log.pending_bytes == len(b"before\n")
+    for i in range(100):
+        log.write(b"line %d\n" % i)
+    assert len(errors) == 1
+    assert errors[0].errno == errno.ENOSPC
+    assert log.pending_bytes > 0
+    assert log.dropped_lines == 0
+
+    target["disk"] = path
+    log.flush()
+    assert log.pending_bytes == 0
+    assert recovered == [True]
+    expected = b"before\n" + b"".join(b"line %d\n" % i for i in range(100))
+    assert path.read_bytes() == expected
+
+
+def test_pending_over_bound_drops_oldest_and_counts_them(
+    tmp_path: Path, closers: list[Callable[[], None]]
+) -> None:
+    """Past `max_pending` the oldest refused lines go, and `dropped_lines` says how many."""
+    full = Path("/dev/full")
+    log = make_log(
+        closers,
+        tmp_path / "t.log",
+        max_bytes=1 << 20,
+        keep=1,
+        max_pending=100,
+        open_log=lambda p: full.open("ab", buffering=0),
+    )
+    for i in range(50):
+        log.write(b"line %02d\n" % i)  # 8 bytes each
+    assert log.pending_bytes <= 100
+    assert log.dropped_lines == 50 - log.pending_bytes // 8
+
+
+def test_log_deleted_underneath_is_recreated(
+    tmp_path: Path, closers: list[Callable[[], None]]
+) -> None:
+    """When someone deletes the log, the next writes recreate it at the same path."""
+    path = tmp_path / "trainer.log"
+    log = make_log(closers, path, max_bytes=1 << 20, keep=1, reopen_check_interval=0.0)
+    log.write(b"one\n")
+    path.unlink()
+    log.write(b"two\n")
+    assert path.read_bytes() == b"two\n"
+
+
+def test_log_replaced_underneath_is_reopened(
+    tmp_path: Path, closers: list[Callable[[], None]]
+) -> None:
+    """When the path names a new file (inode changed), writes go to the new file."""
+    path = tmp_path / "trainer.log"
+    log = make_log(closers, path, max_bytes=1 << 20, keep=1, reopen_check_interval=0.0)
+    log.write(b"one\n")
+    path.rename(tmp_path / "moved.log")
+    path.write_bytes(b"fresh\n")
+    log.write(b"two\n")
+    assert path.read_bytes() == b"fresh\ntwo\n"
+    assert (tmp_path / "moved.log").read_bytes() == b"one\n"
+
+
+def test_compressed_rotation_leaves_only_complete_gz(
+    tmp_path: Path, closers: list[Callable[[], None]]
+) -> None:
+    """Rotated files become .gz off the hot path, and the plain copy goes only after."""
+    path = tmp_path / "t.log"
+    log = make_log(closers, path, max_bytes=1000, keep=50, compress=True)
+    lines = [b"line %05d\n" % i for i in range(1000)]
+    for line in lines:
+        log.write(line)
+    assert log.wait_compressed(timeout=30)
+    rotated = [p.name for p in tmp_path.iterdir() if p.name != "t.log"]
+    assert rotated
+    assert all(n.endswith(".gz") for n in rotated), rotated
+    assert log_bytes(path) == b"".join(lines)
+
+
+def test_crash_mid_compress_recovers_on_next_start(
+    tmp_path: Path, closers: list[Callable[[], None]]
+) -> None:
+    """A half-written archive from a crash is dropped and the plain file compressed again."""
+    path = tmp_path / "t.log"
+    (tmp_path / "t.log.1").write_bytes(b"old line\n")
+    (tmp_path / ".t.log.12345.gz.tmp").write_bytes(b"\x1f\x8b half")
+    log = make_log(closers, path, max_bytes=1000, keep=3, compress=True)
+    assert log.wait_compressed(timeout=30)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.log.1.gz"]
+    assert gzip.decompress((tmp_path / "t.log.1.gz").read_bytes()) == b"old line\n"
+
+
+# -- PipeCapture ------------------------------------------------------------------
+
+
+def test_fast_child_100k_lines_rotated_none_lost(
+    tmp_path: Path,
+    closers: list[Callable[[], None]],
+    children: list[subprocess.Popen[bytes]],
+) -> None:
+    """120k lines through a 64 KiB rotating log: every line in the files and to on_line, in order."""
+    n = 120_000
+    code = (
+        "import sys\n"
+        f"data = b''.join(b'line %06d ' % i + b'x' * (i % 17) + b'\\n' for i in range({n}))\n"
+        "for i in range(0, len(data), 7001):\n"
+        "    sys.stdout.buffer.write(data[i:i + 7001]); sys.stdout.buffer.flush()\n"
+    )
+    p = child(children, code)
+    path = tmp_path / "trainer.log"
+    log = make_log(closers, path, max_bytes=64 * 1024, keep=10_000, compress=True)
+    sink = Lines()
+    cap = capture(closers, fd_of(p), log, sink)
+    assert p.wait(timeout=60) == 0
+    cap.join(timeout=60)
+    assert not cap.is_alive()
+    assert cap.eof.is_set()
+    expected = [b"line %06d " % i + b"x" * (i % 17) for i in range(n)]
+    assert cap.lines_total == n
+    assert sink.snapshot() == [e.decode() for e in expected]
+    assert log.wait_compressed(timeout=60)
+    assert log.rotations > 10
+    assert log_bytes(path) == b"".join(e + b"\n" for e in expected)
+
+
+def test_tqdm_frames_are_separate_lines_and_log_is_verbatim(
+    tmp_path: Path,
+    closers: list[Callable[[], None]],
+    children: list[subprocess.Popen[bytes]],
+) -> None:
+    """`\\r` progress frames reach on_line one by one; the file keeps the exact bytes."""
+    out = b"\x1b[32m10%\x1b[0m\r20%\r30%\r\ndone\n"
+    p = child(children, f"import sys; sys.stdout.buffer.write({out!r})")
+    path = tmp_path / "trainer.log"
+    log = make_log(closers, path, max_bytes=1 << 20, keep=1)
+    sink = Lines()
+    cap = capture(closers, fd_of(p), log, sink)
+    cap.join(timeout=30)
+    assert sink.snapshot() == ["\x1b[32m10%\x1b[0m", "20%", "30%", "done"]
+    assert path.read_bytes() == out
+
+
+def test_binary_garbage_is_kept_in_file_and_replaced_in_lines(
+    tmp_path: Path,
+    closers: list[Callable[[], None]],
+    children: list[subprocess.Popen[bytes]],
+) -> None:
+    """Invalid UTF-8, NULs and random bytes never crash capture; the file has them verbatim."""
+    garbage = bytes(range(256)) * 40 + b"\xff\xfe\x00tail-without-newline"
+    p = child(children, f"import sys; sys.stdout.buffer.write({garbage!r})")
+    path = tmp_path / "trainer.log"
+    log = make_log(closers, path, max_bytes=1 << 20, keep=1)
+    sink = Lines()
+    cap = capture(closers, fd_of(p), log, sink)
+    cap.join(timeout=30)
+    assert not cap.is_alive()
+    assert path.read_bytes() == garbage
+    lines = sink.snapshot()
+    assert lines[-1].endswith("\ufffd\ufffd\x00tail-without-newline")
+    assert any("\ufffd" in line for line in lines)
+
+
+def test_stop_returns_while_grandchild_holds_the_pipe(
+    tmp_path: Path,
+    closers: list[Callable[[], None]],
+    children: list[subprocess.Popen[bytes]],
+) -> None:
+    """A grandchild keeping stdout open delays EOF for ever; stop() still ends capture."""
+    code = (
+        "import subprocess, sys\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "print('bye', end='', flush=True)\n"
+    )
+    p = child(children, code)
+    log = make_log(closers, tmp_path / "t.log", max_bytes=1 << 20, keep=1)
+    sink = Lines()
+    cap = capture(closers, fd_of(p), log, sink)
+    assert p.wait(timeout=30) == 0
+    time.sleep(0.2)
+    assert not cap.eof.is_set()  # the grandchild still holds the write end
+    t0 = time.monotonic()
+    cap.stop(timeout=5)
+    assert not cap.is_alive()
+    assert time.monotonic() - t0 < 5
+    assert sink.snapshot() == ["bye"]  # the unterminated last line is not lost
+    assert (tmp_path / "t.log").read_bytes() == b"bye"
+
+
+def test_failing_on_line_does_not_stop_draining(
+    tmp_path: Path,
+    closers: list[Callable[[], None]],
+    children: list[subprocess.Popen[bytes]],
+) -> None:
+    """A consumer that raises is counted; capture keeps reading so the child never blocks."""
+    p = child(children, "for i in range(300): print('x' * 100)")
+    path = tmp_path / "t.log"
+    log = make_log(closers, path, max_bytes=1 << 20, keep=1)
+
+    def bad(line: str, t: float) -> None:
+        raise RuntimeError("consumer bug")
+
+    cap = PipeCapture(fd_of(p), log, bad, clock=SystemClock(), poll_interval=0.05)
+    cap.start()
+    closers.append(lambda: cap.stop(timeout=10))
+    assert p.wait(timeout=30) == 0
+    cap.join(timeout=30)
+    assert cap.callback_errors == 300
+    assert path.read_bytes().count(b"\n") == 300
+
+
+def test_spew_tqdm_frames_each_become_a_line(
+    tmp_path: Path,
+    closers: list[Callable[[], None]],
+    children: list[subprocess.Popen[bytes]],
+    fake_argv: Callable[..., list[str]],
+) -> None:
+    """20k `\r` frames (one flushed write each) give 20k lines; the closing `\n` adds none."""
+    n = 20_000
+    p = child(children, fake_argv("spew", "--lines", str(n), "--cr"))
+    path = tmp_path / "trainer.log"
+    log = make_log(closers, path, max_bytes=256 * 1024, keep=100)
+    sink = Lines()
+    cap = capture(closers, fd_of(p), log, sink)
+    assert p.wait(timeout=60) == 0
+    cap.join(timeout=60)
+    lines = sink.snapshot()
+    assert len(lines) == n + 1, lines[-3:]
+    assert lines[0].startswith("line 0 |")
+    assert lines[n - 1].startswith(f"line {n - 1} |")
+    assert lines[-1] == f"spew done {n}"
+    data = log_bytes(path)
+    assert data.count(b"\r") == n
+    assert data.endswith(f"{n}/{n}\r\nspew done {n}\n".encode())
+
+
+def test_spew_stdout_and_stderr_on_one_pipe_keep_order(
+    tmp_path: Path,
+    closers: list[Callable[[], None]],
+    children: list[subprocess.Popen[bytes]],
+    fake_argv: Callable[..., list[str]],
+) -> None:
+    """Alternating stdout/stderr lines sharing the pipe arrive complete and in order."""
+    n = 50_000
+    p = child(children, fake_argv("spew", "--lines", str(n), "--stderr"))
+    path = tmp_path / "trainer.log"
+    log = make_log(closers, path, max_bytes=64 * 1024, keep=1000)
+    sink = Lines()
+    cap = capture(closers, fd_of(p), log, sink)
+    assert p.wait(timeout=60) == 0
+    cap.join(timeout=60)
+    expected = [f"line {i}" for i in range(n)] + [f"spew done {n}"]
+    assert sink.snapshot() == expected
+    assert log_bytes(path).decode().splitlines() == expected
+
+
+def test_binary_garbage_fake_is_captured_byte_for_byte(
+    tmp_path: Path,
+    closers: list[Callable[[], None]],
+    children: list[subprocess.Popen[bytes]],
+    fake_argv: Callable[..., list[str]],
+) -> None:
+    """The deterministic garbage child lands in the log exactly as it wrote it."""
+    argv = fake_argv("binary_garbage", "--bytes", "200000", "--seed", "7")
+    reference = subprocess.run(argv, capture_output=True, timeout=60, check=True).stdout
+    p = child(children, argv)
+    path = tmp_path / "trainer.log"
+    log = make_log(closers, path, max_bytes=32 * 1024, keep=1000)
+    sink = Lines()
+    cap = capture(closers, fd_of(p), log, sink)
+    assert p.wait(timeout=60) == 0
+    cap.join(timeout=60)
+    assert log_bytes(path) == reference
+    lines = sink.snapshot()
+    assert lines[0] == "garbage start"
+    assert lines[-1] == "garbage done"
+    assert (
+        max(len(line.encode("utf-8", "surrogateescape")) for line in lines)
+        < 4 * 64 * 1024
+    )
+
+
+def test_grandchild_fake_holding_pipe_does_not_block_stop(
+    tmp_path: Path,
+    closers: list[Callable[[], None]],
+    children: list[subprocess.Popen[bytes]],
+    fake_argv: Callable[..., list[str]],
+) -> None:
+    """The shared grandchild fake keeps the pipe open; stop() returns with what was said."""
+    p = child(children, fake_argv("grandchild_holds_pipe", "--hold", "60"))
+    log = make_log(closers, tmp_path / "t.log", max_bytes=1 << 20, keep=1)
+    sink = Lines()
+    cap = capture(closers, fd_of(p), log, sink)
+    assert p.wait(timeout=30) == 0
+    wait_until(
+        lambda: "holding the pipe" in "".join(sink.snapshot()),
+        10.0,
+        lambda: repr(sink.snapshot()),
+    )
+    cap.stop(timeout=5)
+    assert not cap.is_alive()
+    assert not cap.eof.is_set()
+    # Two processes share the pipe, so their writes may interleave mid-line.
+    assert "parent exiting" in "".join(sink.snapshot())
+    assert (tmp_path / "t.log").read_bytes() == b"".join(
+        line.encode() + b"\n" for line in sink.snapshot()
+    )
