@@ -1,0 +1,128 @@
+"""Prometheus metrics for one swarmd instance, in its own registry.
+
+An own `CollectorRegistry` (not the process-global one) so that tests and several
+supervisors in one process never collide on metric names, and so that `/metrics` shows
+only swarmd's series, not whatever a library registered globally.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+
+from swarmd.domain import State
+
+# Restart reasons come from the policy and are a small fixed vocabulary, but a label
+# per free-text reason would grow the series without bound; past this many distinct
+# reasons the rest are counted under "other".
+MAX_REASONS = 32
+OTHER_REASON = "other"
+
+# From "the line appeared" to "the action was taken": sub-second is the goal, minutes
+# (stall detection) the worst case.
+_LATENCY_BUCKETS = (
+    0.01,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    15.0,
+    60.0,
+    300.0,
+    1800.0,
+)
+
+
+class Metrics:
+    """The series swarmd exports; each setter is cheap enough for the event loop."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._lock = threading.Lock()
+        self._reasons: set[str] = set()
+        self._restarts = Counter(
+            "swarmd_restarts",
+            "Trainer restarts by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self._state = Gauge(
+            "swarmd_state",
+            "1 for the supervisor's current state, 0 for the others.",
+            ["state"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "swarmd_detection_latency_seconds",
+            "Seconds from the evidence (log line, probe) to the supervisor's action.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._lines = Counter(
+            "swarmd_trainer_lines",
+            "Lines read from the trainer's output and followed logs.",
+            registry=self.registry,
+        )
+        self._round = Gauge(
+            "swarmd_round",
+            "Current swarm round (NaN: unknown).",
+            registry=self.registry,
+        )
+        self._peers = Gauge(
+            "swarmd_peers", "DHT peers visible (NaN: unknown).", registry=self.registry
+        )
+        self._reward = Gauge(
+            "swarmd_reward",
+            "Last reward reported (NaN: unknown).",
+            registry=self.registry,
+        )
+        for gauge in (self._round, self._peers, self._reward):
+            gauge.set(math.nan)
+        self.set_state(State.STARTING)
+
+    def restart(self, reason: str) -> None:
+        self._restarts.labels(reason=self._bounded_reason(reason)).inc()
+
+    def set_state(self, state: State) -> None:
+        # Enum style: every state is always present, so `swarmd_state{state="fatal"}==1`
+        # is an alert rule that never sees a missing series.
+        for s in State:
+            self._state.labels(state=s.value).set(1.0 if s is state else 0.0)
+
+    def detection_latency(self, seconds: float) -> None:
+        self._latency.observe(max(0.0, seconds))
+
+    def lines(self, n: int = 1) -> None:
+        """Callers batch (one call per read chunk, not per line) to keep this off the
+        hot path."""
+        if n > 0:
+            self._lines.inc(n)
+
+    def set_round(self, r: int | None) -> None:
+        self._round.set(math.nan if r is None else float(r))
+
+    def set_peers(self, n: int | None) -> None:
+        self._peers.set(math.nan if n is None else float(n))
+
+    def set_reward(self, x: float | None) -> None:
+        self._reward.set(math.nan if x is None else float(x))
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition format (version 0.0.4)."""
+        return generate_latest(self.registry)
+
+    def _bounded_reason(self, reason: str) -> str:
+        reason = reason or "unknown"
+        with self._lock:
+            if reason in self._reasons:
+                return reason
+            if len(self._reasons) >= MAX_REASONS:
+                return OTHER_REASON
+            self._reasons.add(reason)
+            return reason
