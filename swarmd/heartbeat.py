@@ -40,7 +40,7 @@ def write_heartbeat(path: Path, beat: Heartbeat) -> None:
         json.dump(data, fh)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    tmp.replace(path)
 
 
 def read_heartbeat(path: Path) -> Heartbeat | None:

@@ -1,0 +1,325 @@
+"""`swarmd run | status | check-config | restart | reload | stop | tail | classify`.
+
+Holds no logic of its own: it parses arguments, wires the real collaborators
+together, and is the only place that turns a `SwarmdError` into one stderr line and
+an exit code (no tracebacks for expected errors).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import fcntl
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from swarmd import __version__
+from swarmd.errors import SwarmdError
+
+DEFAULT_CONFIG = "monitor.toml"
+_CORPUS_HEADERS = ("# source:", "# class:", "# expect:")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.func(args)
+    except SwarmdError as err:
+        print(f"swarmd: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="swarmd", description="Supervise an RL swarm training node.")
+    p.add_argument("--version", action="version", version=f"swarmd {__version__}")
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    def cmd(name: str, func: Any, help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_)
+        sp.set_defaults(func=func)
+        return sp
+
+    run = cmd("run", _run, "supervise the configured trainer until SIGTERM")
+    run.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="monitor.toml (default: ./monitor.toml)")
+    run.add_argument("--no-console", action="store_true", help="do not echo monitor events on stderr")
+    for name, func, help_ in (
+        ("status", _status, "show the running daemon's state"),
+        ("restart", _control, "restart the trainer now (no back-off)"),
+        ("reload", _control, "re-read monitor.toml and restart the trainer"),
+        ("stop", _control, "stop the trainer and the daemon"),
+    ):
+        sp = cmd(name, func, help_)
+        sp.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+        if name == "status":
+            sp.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    chk = cmd("check-config", _check_config, "validate a monitor.toml; exit 2 with file:line on error")
+    chk.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    tail = cmd("tail", _tail, "follow monitor.log with human formatting")
+    tail.add_argument("--config", "-c", default=DEFAULT_CONFIG)
+    tail.add_argument("-n", type=int, default=20, help="lines of history to show first")
+    tail.add_argument("--no-follow", action="store_true", help="print the last lines and exit")
+    cls = cmd("classify", _classify, "print FILE<TAB>VERDICT: what swarmd would do after reading each log")
+    cls.add_argument("files", nargs="+", type=Path)
+    cls.add_argument("--config", "-c", default=None, help="use the [[rules]] of this monitor.toml too")
+    cls.add_argument("-v", "--verbose", action="store_true", help="also print the lines that drove each verdict")
+    return p
+
+
+# -- run ------------------------------------------------------------------------------------
+def _run(args: argparse.Namespace) -> int:
+    from swarmd.capture import RotatingLog
+    from swarmd.clock import SystemClock
+    from swarmd.config import load
+    from swarmd.control import ControlServer
+    from swarmd.logs import configure, get_logger
+    from swarmd.metrics import Metrics
+    from swarmd.notify import Notifier
+    from swarmd.process import PosixSpawner
+    from swarmd.signal_bridge import install
+    from swarmd.supervisor import Supervisor
+
+    path = Path(args.config).resolve()
+    config = load(path)
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    config.logs.dir.mkdir(parents=True, exist_ok=True)
+    with _single_instance(config.state_dir / "swarmd.lock"):
+        monitor = RotatingLog(config.logs.monitor_log, config.logs.max_bytes, config.logs.keep, config.logs.compress)
+        console = None if (args.no_console or not config.logs.console) else sys.stderr
+        configure(monitor, console)
+        log = get_logger()
+        notifier = Notifier.from_env(os.environ)
+        metrics = Metrics()
+        sup = Supervisor(
+            config,
+            clock=SystemClock(),
+            spawner=PosixSpawner(),
+            log=log,
+            notifier=notifier,
+            metrics=metrics,
+            config_path=path,
+        )
+        restore = install(sup.post)
+        control = ControlServer(config.control_socket, sup.snapshot, sup.post)
+        web = None
+        try:
+            control.start()
+            if config.web.enabled:
+                from swarmd.web import WebServer
+
+                web = WebServer(config.web.bind, config.web.port, sup.snapshot, metrics)
+                web.start()
+                log.info("web_started", url=f"http://{web.address[0]}:{web.address[1]}/")
+            code = sup.run()
+        finally:
+            restore()
+            control.stop()
+            if web is not None:
+                web.stop()
+            log.info("swarmd_exited", state=sup.state.value)
+            notifier.close()
+            monitor.close()
+        return code
+
+
+@contextlib.contextmanager
+def _single_instance(lock_path: Path) -> Iterator[None]:
+    """One swarmd per state_dir: two would run two trainers on one identity."""
+    fh = lock_path.open("a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SwarmdError(
+                f"{lock_path}: another swarmd already supervises this state_dir; fix: stop it first (`swarmd stop`)"
+            ) from None
+        yield
+    finally:
+        fh.close()
+
+
+# -- talking to a running daemon ------------------------------------------------------------------
+def _socket_for(config_arg: str) -> Path:
+    from swarmd.config import load
+
+    return load(Path(config_arg).resolve()).control_socket
+
+
+def _control(args: argparse.Namespace) -> int:
+    from swarmd.control import request
+
+    reply = request(_socket_for(args.config), args.verb)
+    if not reply.get("ok"):
+        print(f"swarmd: {reply.get('error', 'request refused')}", file=sys.stderr)
+        return 1
+    print(f"{args.verb}: queued")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from swarmd.control import request
+
+    reply = request(_socket_for(args.config), "status")
+    status = reply.get("status", {})
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+    else:
+        print(render_status(status, color=sys.stdout.isatty() and "NO_COLOR" not in os.environ))
+    return 0
+
+
+_STATE_COLORS = {"running": "32", "degraded": "33", "reconnecting": "33", "backoff": "33", "restarting": "33", "fatal": "31", "starting": "36"}
+
+
+def render_status(s: dict[str, Any], color: bool = False) -> str:
+    """The `swarmd status` table; pure so it is tested without a daemon."""
+
+    def paint(text: str, code: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if color and code else text
+
+    def dur(v: Any) -> str:
+        if v is None:
+            return "-"
+        secs = int(float(v))
+        h, rem = divmod(secs, 3600)
+        m, sec = divmod(rem, 60)
+        return f"{h}h{m:02d}m{sec:02d}s" if h else f"{m}m{sec:02d}s"
+
+    state = str(s.get("state", "?"))
+    by_reason = s.get("restarts_by_reason") or {}
+    reasons = ", ".join(f"{k}={v}" for k, v in sorted(by_reason.items(), key=lambda kv: -kv[1])) or "-"
+    decision = s.get("last_decision") or {}
+    rewards = [r for _, r in (s.get("reward_history") or [])][-8:]
+    trend = " ".join(f"{r:.2f}" for r in rewards) or "-"
+    rows = [
+        ("state", paint(state, _STATE_COLORS.get(state, ""))),
+        ("trainer pid", str(s.get("pid") or "-")),
+        ("uptime", dur(s.get("uptime_s"))),
+        ("restarts", f"{s.get('restarts', 0)} ({reasons})"),
+        ("last decision", f"{decision.get('action', '-')}: {decision.get('reason', '')}" if decision else "-"),
+        ("evidence", str(decision.get("evidence", "-"))[:160] if decision else "-"),
+        ("last signal", f"{(s.get('last_signal') or {}).get('kind', '-')}"),
+        ("round / stage", f"{s.get('round', '-')} / {s.get('stage', '-')}"),
+        ("peers", str(s.get("peers") if s.get("peers") is not None else "-")),
+        ("peer", f"{s.get('animal') or '-'} {s.get('peer_id') or ''}".strip()),
+        ("last progress", f"{dur(s.get('last_progress_age_s'))} ago" if s.get("last_progress_age_s") is not None else "-"),
+        ("reward trend", trend),
+        ("config", str(s.get("config_path", "-"))),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+# -- offline tools -------------------------------------------------------------------------------
+def _check_config(args: argparse.Namespace) -> int:
+    from swarmd.config import load
+
+    cfg = load(Path(args.file).resolve())
+    print(f"{args.file}: ok (trainer: {' '.join(cfg.trainer.command)})")
+    return 0
+
+
+def read_log_lines(path: Path) -> list[str]:
+    """A log file as lines: bytes decoded with replacement, split on \\n and \\r (tqdm
+    frames), and the corpus header lines dropped."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise SwarmdError(f"{path}: cannot read ({err.strerror}); fix: check the path and permissions") from None
+    text = raw.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+    return [ln for ln in text.split("\n") if not ln.startswith(_CORPUS_HEADERS)]
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from swarmd.classify import Classifier, build_rules, file_verdict
+
+    specs: tuple[Any, ...] = ()
+    if args.config:
+        from swarmd.config import load
+
+        specs = load(Path(args.config).resolve()).rules
+    classifier = Classifier(build_rules(specs))
+    for path in args.files:
+        verdict, signals = file_verdict(read_log_lines(path), classifier)
+        print(f"{path}\t{verdict.value if verdict else 'healthy_idle'}")
+        if args.verbose:
+            if not signals:
+                print("\t(no rule matched: nothing to act on)")
+            for sig in signals:
+                print(f"\t{sig.kind}: {sig.line.strip()[:300]}")
+    return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from swarmd.config import load
+
+    path = load(Path(args.config).resolve()).logs.monitor_log
+    color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
+    try:
+        with path.open("rb") as fh:
+            lines = fh.readlines()[-args.n :] if args.n > 0 else []
+            for raw in lines:
+                print(format_event(raw.decode("utf-8", "replace"), color), flush=True)
+            if args.no_follow:
+                return 0
+            _follow(fh, path, color, sys.stdout)
+    except FileNotFoundError:
+        raise SwarmdError(f"{path}: no monitor log yet; fix: start swarmd with `swarmd run`") from None
+    return 0
+
+
+def _follow(fh: Any, path: Path, color: bool, out: TextIO) -> None:
+    """Follow by polling, reopening when the file is rotated (new inode) or truncated."""
+    ino = os.fstat(fh.fileno()).st_ino
+    buf = b""
+    while True:
+        chunk = fh.read(65536)
+        if chunk:
+            buf += chunk
+            *complete, buf = buf.split(b"\n")
+            for raw in complete:
+                print(format_event(raw.decode("utf-8", "replace"), color), file=out, flush=True)
+            continue
+        time.sleep(0.2)
+        with contextlib.suppress(FileNotFoundError):
+            st = path.stat()
+            if st.st_ino != ino or st.st_size < fh.tell():
+                fh.close()
+                fh = path.open("rb")
+                ino = os.fstat(fh.fileno()).st_ino
+
+
+_LEVEL_COLORS = {"debug": "2", "info": "32", "warning": "33", "error": "31", "critical": "1;31"}
+
+
+def format_event(line: str, color: bool = False) -> str:
+    """One monitor.log JSON line -> `time LEVEL event key=value ...`; decisions stand out."""
+    line = line.rstrip("\n")
+    try:
+        ev = json.loads(line)
+    except ValueError:
+        return line
+    if not isinstance(ev, dict):
+        return line
+    ts = str(ev.pop("ts", ""))[11:19]
+    level = str(ev.pop("level", "info"))
+    event = str(ev.pop("event", ""))
+    rest = " ".join(f"{k}={v}" for k, v in ev.items() if v not in (None, ""))
+
+    def paint(text: str, code: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if color else text
+
+    lvl = paint(f"{level.upper():<7}", _LEVEL_COLORS.get(level, ""))
+    if event in ("decision", "alert", "state_changed"):
+        event = paint(event, "1;35" if event != "alert" else "1;31")
+    return f"{ts} {lvl} {event} {rest}".rstrip()
+
+
