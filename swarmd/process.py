@@ -61,7 +61,7 @@ class Child(Protocol):
 
     def poll(self) -> int | None: ...
 
-    def wait(self, timeout: float) -> int | None: ...
+    def wait(self, timeout: float | None) -> int | None: ...
 
     def send_signal(self, sig: int) -> None: ...
 
@@ -98,9 +98,10 @@ class PosixChild:
     def poll(self) -> int | None:
         return self._popen.poll()
 
-    def wait(self, timeout: float) -> int | None:
+    def wait(self, timeout: float | None) -> int | None:
+        """None blocks in waitpid (no polling); the exit waiter thread uses that."""
         try:
-            return self._popen.wait(timeout=max(timeout, 0.0))
+            return self._popen.wait(timeout=None if timeout is None else max(timeout, 0.0))
         except subprocess.TimeoutExpired:
             return None
 

@@ -17,10 +17,10 @@ from typing import Any
 
 REDACTED = "<redacted>"
 
-_PREFILTER = re.compile(
-    r"hf_|0x[0-9a-fA-F]{64}|token|secret|passw|key|bearer|://[^/\s]*@|/v[0-9]/",
-    re.IGNORECASE,
-)
+# Every rule below needs one of these (lower-cased) substrings; plain `in` checks on
+# the lower-cased text are ~10x cheaper than one case-insensitive regex scan.
+_GATES = ("hf_", "0x", "token", "secret", "passw", "key", "bearer", "://")
+_GATES_B = tuple(g.encode() for g in _GATES)
 
 _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bhf_[A-Za-z0-9]{16,}"), "hf_" + REDACTED),
@@ -47,7 +47,8 @@ _SECRET_KEY_NAME = re.compile(r"(?i)token|secret|passw|api[_-]?key|private[_-]?k
 
 def redact_text(text: str) -> str:
     """Return `text` with anything secret-looking replaced by `<redacted>`."""
-    if not _PREFILTER.search(text):
+    lower = text.lower()
+    if not any(g in lower for g in _GATES):
         return text
     for pattern, repl in _RULES:
         text = pattern.sub(repl, text)
@@ -56,7 +57,8 @@ def redact_text(text: str) -> str:
 
 def redact_bytes(data: bytes) -> bytes:
     """Byte-level variant for raw trainer output; non-UTF-8 bytes pass through unchanged."""
-    if not _PREFILTER.search(data.decode("latin-1")):
+    lower = data.lower()
+    if not any(g in lower for g in _GATES_B):
         return data
     text = data.decode("utf-8", errors="surrogateescape")
     return redact_text(text).encode("utf-8", errors="surrogateescape")

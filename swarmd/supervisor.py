@@ -56,7 +56,8 @@ from swarmd.redact import redact_bytes, redact_text
 from swarmd.signal_bridge import OsSignal
 
 TICK = 1.0
-_CAPTURE_GRACE = 2.0  # after the group is gone, wait this long for the pipe's EOF
+_CAPTURE_GRACE = 2.0
+_EXIT_EVIDENCE_WAIT = 0.25  # after an exit, wait this long at most for the pipe's EOF  # after the group is gone, wait this long for the pipe's EOF
 _HISTORY = 500  # restarts / rewards kept for the status page
 _FRAME_COALESCE = 0.25
 # Start-up chatter is activity, but not proof that the node trains (READY waits for more).
@@ -107,6 +108,7 @@ class _Run:
     refs: dict[tuple[int, float], ProcRef]
     exited: int | None = None
     stopping: bool = False
+    lines_counted: int = 0
 
 
 class Supervisor:
@@ -293,11 +295,9 @@ class Supervisor:
         """
         classify = self.classifier.classify
         put = self.events.put
-        lines = self.metrics.lines
         last_frame = [0.0]
 
         def on_line(line: str, t: float) -> None:
-            lines(1)
             sig = classify(line)
             if sig is None:
                 return
@@ -313,8 +313,14 @@ class Supervisor:
         """Blocks in wait() so an exit is seen at once (kill -9 -> replacement in < 1 s)."""
         while not self._closing.is_set():
             began = time.monotonic()
-            rc = child.wait(1.0)
+            rc = child.wait(None)
             if rc is not None:
+                # Let the reader deliver the child's last lines first, so the exit is
+                # judged with its evidence (the error line usually comes just before).
+                # Bounded: a grandchild may hold the pipe open.
+                run = self._run
+                if run is not None and run.gen == gen:
+                    run.capture.eof.wait(_EXIT_EVIDENCE_WAIT)
                 self.events.put(ChildExited(gen, rc))
                 return
             if time.monotonic() - began < 0.05:
@@ -378,6 +384,7 @@ class Supervisor:
         self._log_event(
             "child_down", returncode=ev.returncode, escalated=ev.escalated, orphans_ended=ev.orphans, sockets_removed=ev.sockets
         )
+        self._count_lines(run)
         run.child.close()
         self._run = None
         self._pidfile.remove()
@@ -392,6 +399,7 @@ class Supervisor:
                 self.exit_code = 1
         elif decision is not None:
             self._restart_at = self.clock.monotonic() + max(0.0, decision.delay - (self.clock.monotonic() - self._decided_at))
+            self._next_tick = min(self._next_tick, self._restart_at)  # start on time, not on the next tick
             self._transition(State.BACKOFF, decision.reason, decision.evidence, next_backoff=round(decision.delay, 3))
 
     def _on_os_signal(self, signum: int) -> None:
@@ -440,6 +448,8 @@ class Supervisor:
                 self._start_child()
             return
         run = self._run
+        if run is not None:
+            self._count_lines(run)
         if run is None or self.state not in _LIVE or run.exited is not None:
             return
         self._remember_tree()
@@ -447,6 +457,13 @@ class Supervisor:
         decision = self.policy.on_tick(now, health)
         if decision.action is not Action.NONE:
             self._apply(decision)
+
+    def _count_lines(self, run: _Run) -> None:
+        """Feed the lines counter per tick, not per line (the reader's hot path)."""
+        total = run.capture.lines_total
+        if total > run.lines_counted:
+            self.metrics.lines(total - run.lines_counted)
+            run.lines_counted = total
 
     def _health(self, run: _Run, now: float) -> Health:
         beat = read_heartbeat(self.config.health.heartbeat_file)
@@ -518,6 +535,7 @@ class Supervisor:
         self._decided_at = self.clock.monotonic()
         if self._run is None:
             self._restart_at = self._decided_at + decision.delay
+            self._next_tick = min(self._next_tick, self._restart_at)
             self._transition(State.BACKOFF, decision.reason, decision.evidence, next_backoff=round(decision.delay, 3))
             return
         self._transition(State.RESTARTING, decision.reason, decision.evidence, next_backoff=round(decision.delay, 3))

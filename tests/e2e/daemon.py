@@ -28,7 +28,7 @@ def fake(name: str, *args: str) -> list[str]:
 
 
 def toml_list(argv: Sequence[str]) -> str:
-    return "[" + ", ".join(json.dumps(a) for a in argv) + "]"
+    return "[" + ", ".join(json.dumps(a, ensure_ascii=False) for a in argv) + "]"
 
 
 def write_config(tmp: Path, argv: Sequence[str], extra: str = "", restart: str = "", health: str = "") -> Path:

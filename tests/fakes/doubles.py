@@ -71,9 +71,9 @@ class FakeChild:
     def poll(self) -> int | None:
         return self.returncode
 
-    def wait(self, timeout: float) -> int | None:
+    def wait(self, timeout: float | None) -> int | None:
         """Never sleeps: the fake's state changes only when the test (or a signal) says."""
-        self.wait_calls.append(timeout)
+        self.wait_calls.append(-1.0 if timeout is None else timeout)
         return self.returncode
 
     def send_signal(self, sig: int) -> None:
