@@ -42,7 +42,7 @@ class Rollout:
     completions: tuple[str, ...]
 
 
-class RolloutRejected(ValueError):
+class RolloutRejected(ValueError):  # noqa: N818 - reads as the outcome it reports
     """A peer's payload failed validation; the caller logs it and drops it."""
 
 

@@ -283,3 +283,18 @@ def test_no_orphans_survive_a_restart_cycle(tmp_path: Path, run_daemon) -> None:
     d.wait_event(lambda e: e.get("event") == "child_started" and e.get("pid") != first)
     assert not any(alive(p) for p in old_tree)
     assert all(p not in old_tree for p in psutil.Process(d.proc.pid).children(recursive=True))
+
+
+def test_error_in_a_followed_log_file_is_acted_on(tmp_path: Path, run_daemon) -> None:  # type: ignore[no-untyped-def]
+    """A line in a file the trainer writes (not stdout) drives the decision, as with upstream's swarm_launcher.log."""
+    code = (
+        "import time, pathlib; p = pathlib.Path('logs/swarm_launcher.log'); p.parent.mkdir(exist_ok=True);"
+        "time.sleep(1.0);"
+        "f = p.open('a'); f.write('RuntimeError: DHTNode bootstrap failed: none of the initial_peers responded to a ping.\\n'); f.flush();"
+        "time.sleep(60)"
+    )
+    cfg = write_config(tmp_path, [sys.executable, "-c", code])
+    cfg.write_text(cfg.read_text().replace('console = false', 'console = false\nfollow = ["logs/swarm_launcher.log"]'))
+    d = run_daemon(cfg)
+    decision = d.wait_event(lambda e: e.get("event") == "decision", timeout=20)
+    assert decision["reason"] == "dht_bootstrap_failed"
