@@ -201,7 +201,7 @@ def test_failed_push_is_retried_never_raised_and_hides_the_token(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A hub outage costs three attempts and a warning without the token, never an exception."""
-    token = "hf_SECRETSECRET"  # noqa: S105 - a fake token the logs must not show
+    token = "hf_SECRETSECRET"
     calls: list[str] = []
 
     def refuse(model: object, tokenizer: object, repo: str, tok: str, message: str) -> None:

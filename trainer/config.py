@@ -1,0 +1,202 @@
+"""`trainer.toml` -> typed, validated, frozen node settings (same style as swarmd's).
+
+`parse(text, source, base_dir, overrides)` is pure; `load(path, overrides)` adds the
+file read. Every error is a `swarmd.errors.ConfigError` naming `file:key`, the reason and
+the fix, on one line. Relative paths resolve against the file's directory, so the node
+behaves the same under swarmd (cwd anywhere) as from a shell in the checkout.
+
+All keys live in one flat table so `--override key=value` needs no dotted paths. The
+Hugging Face token is deliberately NOT a key: it is read from HF_TOKEN or
+HUGGINGFACE_ACCESS_TOKEN in the environment, so it never sits in a file that gets
+copied into bug reports (a `hf_token` key is rejected with that advice).
+
+Imports only the standard library and swarmd.errors: `python -m trainer --help` and a
+config error come back in milliseconds, without torch.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from swarmd.errors import ConfigError
+
+DEVICES = ("cpu", "cuda", "mps", "auto")
+DTYPES = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    # identity and files
+    identity_path: Path
+    state_dir: Path
+    checkpoint_dir: Path
+    heartbeat_path: Path
+    # model / training (passed to trainer.train.TrainSettings)
+    model: str = "tiny"
+    device: str = "cpu"
+    dtype: str = "fp32"
+    families: tuple[str, ...] = ("local_arith",)
+    gsm8k_path: Path | None = None
+    num_generations: int = 4
+    max_new_tokens: int = 32
+    prompts_per_round: int = 4
+    learning_rate: float = 5e-4
+    max_grad_norm: float = 1.0
+    beta: float = 0.0
+    seed: int = 0
+    checkpoint_keep: int = 3
+    checkpoint_every: int = 1  # rounds between checkpoints (also saved on SIGTERM)
+    hf_push_repo: str | None = None
+    hf_push_every: int = 0
+    hf_token: str | None = field(default=None, repr=False)  # from the environment only
+    # network
+    host_maddrs: tuple[str, ...] = ("/ip4/127.0.0.1/tcp/0",)
+    announce_maddrs: tuple[str, ...] = ()
+    initial_peers: tuple[str, ...] = ()
+    initial_peers_file: Path | None = None
+    namespace: str = "swarmd-demo"
+    dht_startup_timeout: float = 30.0
+    dht_start_attempts: int = 5
+    reconnect_after_no_peers: float = 60.0  # s with 0 visible peers -> reconnect; 0 = never
+    # rounds and exchange
+    round_seconds: float = 30.0
+    stages: int = 1
+    max_rounds: int = 0  # rounds to train before exiting 0; 0 = forever
+    max_external: int = 8  # K: peers' rollouts trained on per round
+    rollout_ttl: float = 600.0
+    max_record_bytes: int = 256 * 1024
+    gather_timeout: float = 10.0
+    local_swarm_peers: int = 0  # extra helper peers this process spawns (local demo)
+
+
+_PATHS = {"identity_path", "state_dir", "checkpoint_dir", "heartbeat_path", "gsm8k_path", "initial_peers_file"}
+_LISTS = {"families", "host_maddrs", "announce_maddrs", "initial_peers"}
+_OPTIONAL = {"gsm8k_path", "initial_peers_file", "hf_push_repo"}
+_SECRET_KEYS = {"hf_token", "huggingface_access_token", "token"}
+
+
+def load(path: Path, overrides: tuple[str, ...] = (), env: dict[str, str] | None = None) -> NodeConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read config ({exc.strerror})",
+                          fix="pass an existing file with --config") from None
+    return parse(text, str(path), path.resolve().parent, overrides, env)
+
+
+def parse(
+    text: str,
+    source: str,
+    base_dir: Path,
+    overrides: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> NodeConfig:
+    try:
+        raw: dict[str, Any] = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(source, f"not valid TOML: {exc}", fix="check quoting and brackets") from None
+    for item in overrides:
+        key, value = _override(item, source)
+        raw[key] = value
+    env = dict(os.environ) if env is None else env
+    return _build(raw, source, base_dir, env)
+
+
+def _override(item: str, source: str) -> tuple[str, Any]:
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(source, f"bad --override {item!r}", key=key, fix="use --override key=value")
+    try:
+        return key, tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, value  # a bare word: take it as a string
+
+
+def _build(raw: dict[str, Any], source: str, base_dir: Path, env: dict[str, str]) -> NodeConfig:
+    known = {f.name: f for f in fields(NodeConfig)}
+    for key in raw:
+        if key.lower() in _SECRET_KEYS:
+            raise ConfigError(source, "tokens do not belong in the config file", key=key,
+                              fix="remove it and export HF_TOKEN in the environment")
+        if key not in known:
+            raise ConfigError(source, "unknown key", key=key, fix=f"remove it or use one of: {', '.join(sorted(known))}")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        values[key] = _typed(key, value, known[key].type, source, base_dir)
+    state_dir = values.setdefault("state_dir", base_dir / "state")
+    values.setdefault("identity_path", state_dir / "swarm.pem")
+    values.setdefault("checkpoint_dir", state_dir / "checkpoints")
+    values.setdefault("heartbeat_path", state_dir / "trainer.json")
+    values["hf_token"] = env.get("HF_TOKEN") or env.get("HUGGINGFACE_ACCESS_TOKEN") or None
+    cfg = NodeConfig(**values)
+    _validate(cfg, source)
+    return cfg
+
+
+def _typed(key: str, value: Any, annotation: object, source: str, base_dir: Path) -> Any:
+    text = str(annotation)
+    if key in _OPTIONAL and value in ("", None):
+        return None
+    if key in _PATHS:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(source, "expected a path string", key=key, fix=f'{key} = "state/..."')
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else base_dir / p
+    if key in _LISTS:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(source, "expected a list of strings", key=key, fix=f'{key} = ["..."]')
+        return tuple(value)
+    if text.startswith("int"):
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(source, f"expected an integer, got {value!r}", key=key, fix=f"{key} = 4")
+        return value
+    if text.startswith("float"):
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(source, f"expected a number, got {value!r}", key=key, fix=f"{key} = 1.0")
+        return float(value)
+    if not isinstance(value, str):
+        raise ConfigError(source, f"expected a string, got {value!r}", key=key, fix=f'{key} = "..."')
+    return value
+
+
+def _validate(cfg: NodeConfig, source: str) -> None:
+    def bad(key: str, reason: str, fix: str) -> ConfigError:
+        return ConfigError(source, reason, key=key, fix=fix)
+
+    if cfg.device not in DEVICES:
+        raise bad("device", f"unknown device {cfg.device!r}", f"one of {', '.join(DEVICES)}")
+    if cfg.dtype not in DTYPES:
+        raise bad("dtype", f"unknown dtype {cfg.dtype!r}", f"one of {', '.join(DTYPES)}")
+    for key in ("num_generations", "max_new_tokens", "prompts_per_round", "checkpoint_keep",
+                "checkpoint_every", "stages", "dht_start_attempts", "max_record_bytes"):
+        if getattr(cfg, key) < 1:
+            raise bad(key, "must be at least 1", f"{key} = 1")
+    for key in ("max_rounds", "max_external", "hf_push_every", "local_swarm_peers", "seed"):
+        if getattr(cfg, key) < 0:
+            raise bad(key, "must not be negative", f"{key} = 0")
+    for key in ("round_seconds", "rollout_ttl", "dht_startup_timeout", "learning_rate"):
+        if getattr(cfg, key) <= 0:
+            raise bad(key, "must be positive", f"{key} = 1.0")
+    for key in ("gather_timeout", "reconnect_after_no_peers", "beta", "max_grad_norm"):
+        if getattr(cfg, key) < 0:
+            raise bad(key, "must not be negative", f"{key} = 0")
+    if cfg.gather_timeout >= cfg.round_seconds:
+        raise bad("gather_timeout", "must be shorter than round_seconds (else every round is missed)",
+                  f"gather_timeout = {cfg.round_seconds / 3:g}")
+    if not cfg.host_maddrs:
+        raise bad("host_maddrs", "needs at least one address", 'host_maddrs = ["/ip4/127.0.0.1/tcp/0"]')
+    for key in ("host_maddrs", "announce_maddrs", "initial_peers"):
+        for addr in getattr(cfg, key):
+            if not addr.startswith("/"):
+                raise bad(key, f"{addr!r} is not a multiaddr", f'{key} = ["/ip4/1.2.3.4/tcp/31337/p2p/Qm..."]')
+    if not cfg.namespace or ":" in cfg.namespace:
+        raise bad("namespace", "must be non-empty and contain no ':'", 'namespace = "my-swarm"')
+    if not cfg.families:
+        raise bad("families", "needs at least one task family", 'families = ["local_arith"]')
+    if cfg.hf_push_repo and cfg.hf_push_every and not cfg.hf_token:
+        raise bad("hf_push_repo", "pushing needs a token", "export HF_TOKEN (never put it in the file)")

@@ -1,0 +1,373 @@
+"""The hivemind DHT: bootstrap with retries, reconnect in place, and the rollout exchange.
+
+The only module that imports hivemind (lazily, inside `SwarmDht.start`, so the key
+schema and validation below import in milliseconds for tests).
+
+Upstream has no reconnect at all and the community patch loses the identity (§3.6,
+W12/W13). Here the node owns the DHT's lifecycle: `reconnect()` shuts the DHT down,
+makes sure no p2pd still holds our identity (else hivemind refuses with "identity
+already taken"), and starts a new one from the SAME `identity_path`, so the peer id
+never changes. Start attempts are bounded and jittered (tenacity); only the last
+failure escapes, as the original hivemind exception, for swarmd to restart the node.
+
+Attempt lines avoid hivemind's exception words on purpose (`P2PDaemonError`,
+`Daemon failed to start`): swarmd's classifier restarts the whole node on those, which
+must happen only once our own retries are exhausted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+import structlog
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from trainer.exchange import (
+    DEFAULT_MAX_BYTES,
+    Board,
+    decode_batch,
+    encode_batch,
+    pick_external,
+    rollout_key,
+)
+from trainer.rollout import Rollout, RolloutRejected
+
+log = structlog.get_logger(__name__)
+
+REQUEST_TIMEOUT = 10.0  # every call into the DHT process waits at most this long
+GATHER_POLL = 0.5
+
+
+def say(msg: str) -> None:
+    """A plain stdout line for swarmd's classifier (the logging setup may differ)."""
+    print(f"INFO:trainer.dht:{msg}", file=sys.stdout, flush=True)  # noqa: T201
+
+
+async def _count_peers(_dht: Any, node: Any) -> int:
+    # Runs inside the DHT process: module level so the forked child can unpickle it.
+    return len(await node.protocol.p2p.list_peers())
+
+
+class SwarmDht:
+    """One hivemind DHT with a fixed identity, restartable in place (implements Board)."""
+
+    def __init__(self, identity_path: Path, *, host_maddrs: Sequence[str],
+                 announce_maddrs: Sequence[str] = (), initial_peers: Sequence[str] = (),
+                 startup_timeout: float = 30.0, attempts: int = 5, max_wait: float = 10.0,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.identity_path = identity_path
+        self.host_maddrs = list(host_maddrs)
+        self.announce_maddrs = list(announce_maddrs)
+        self.initial_peers = list(initial_peers)
+        self.startup_timeout = startup_timeout
+        self.attempts = attempts
+        self.max_wait = max_wait
+        self.sleep = sleep
+        self._dht: Any = None
+        self.starts = 0
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        retrying = Retrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=wait_random_exponential(multiplier=1, max=self.max_wait),
+            retry=retry_if_exception(_retryable),
+            before_sleep=self._before_retry,
+            sleep=self.sleep,
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                self._start_once(attempt.retry_state.attempt_number)
+
+    def _start_once(self, number: int) -> None:
+        import hivemind
+
+        clean_stale_p2pd(self.identity_path)
+        say(f"DHT start attempt {number}/{self.attempts} (initial peers: {len(self.initial_peers)})")
+        kwargs: dict[str, Any] = {"host_maddrs": self.host_maddrs, "identity_path": str(self.identity_path),
+                                  "startup_timeout": self.startup_timeout}
+        if self.initial_peers:
+            kwargs["initial_peers"] = self.initial_peers
+        if self.announce_maddrs:
+            kwargs["announce_maddrs"] = self.announce_maddrs
+        dht = hivemind.DHT(start=False, **kwargs)
+        try:
+            dht.run_in_background(await_ready=True, timeout=self.startup_timeout + 15)
+        except BaseException:
+            _shutdown_quietly(dht)
+            raise
+        self._dht = dht
+        self.starts += 1
+        say(f"DHT started: peer {dht.peer_id}, listening on {' '.join(self.visible_maddrs())}")
+
+    def _before_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        say(f"DHT start attempt {state.attempt_number}/{self.attempts} failed "
+            f"({_describe(exc)}); retrying in {wait:.1f}s")
+
+    def reconnect(self) -> None:
+        """Shut down and re-create the DHT with the same identity; the model is untouched."""
+        say("Reconnecting DHT in place (same identity)")
+        self.shutdown()
+        self.start()
+        say("DHT reconnected")
+
+    def shutdown(self) -> None:
+        dht, self._dht = self._dht, None
+        if dht is not None:
+            _shutdown_quietly(dht)
+        clean_stale_p2pd(self.identity_path)
+
+    @property
+    def alive(self) -> bool:
+        return self._dht is not None and bool(self._dht.is_alive())
+
+    @property
+    def peer_id(self) -> str:
+        return "" if self._dht is None else str(self._dht.peer_id)
+
+    def visible_maddrs(self) -> list[str]:
+        if self._dht is None:
+            return []
+        return [str(a) for a in self._dht.get_visible_maddrs()]
+
+    def visible_peers(self) -> int:
+        """Peers p2pd is connected to; 0 when the DHT is down or does not answer in time."""
+        if not self.alive:
+            return 0
+        try:
+            return int(self._dht.run_coroutine(_count_peers, return_future=True).result(timeout=REQUEST_TIMEOUT))
+        except Exception as exc:  # noqa: BLE001 - a sick DHT reads as "no peers", never a crash
+            log.warning("dht_peer_count_failed", error=type(exc).__name__)
+            return 0
+
+    # ---- Board -----------------------------------------------------------------------
+
+    def put(self, key: str, subkey: str, value: bytes, ttl: float) -> bool:
+        if not self.alive:
+            return False
+        from hivemind.utils import get_dht_time
+
+        fut = self._dht.store(key, value, get_dht_time() + ttl, subkey=subkey, return_future=True)
+        try:
+            return bool(fut.result(timeout=REQUEST_TIMEOUT))
+        except Exception as exc:  # noqa: BLE001 - store failures are reported, not fatal
+            log.warning("dht_store_failed", key=key, error=type(exc).__name__)
+            return False
+
+    def get(self, key: str, timeout: float) -> dict[str, bytes]:
+        if not self.alive:
+            return {}
+        fut = self._dht.get(key, latest=True, return_future=True)
+        try:
+            found = fut.result(timeout=max(0.1, timeout))
+        except Exception as exc:  # noqa: BLE001 - a failed read is an empty read (W14)
+            log.warning("dht_get_failed", key=key, error=type(exc).__name__)
+            return {}
+        value = getattr(found, "value", None)
+        if not isinstance(value, dict):
+            return {}
+        out: dict[str, bytes] = {}
+        for sub, item in value.items():
+            raw = getattr(item, "value", None)
+            if isinstance(sub, str) and isinstance(raw, bytes):
+                out[sub] = raw
+        return out
+
+
+class DhtExchange:
+    """`RolloutExchange` over a `Board` (the DHT): one record per peer per round/stage."""
+
+    def __init__(self, board: Board, peer_id: Callable[[], str], *, namespace: str,
+                 ttl: float = 600.0, max_bytes: int = DEFAULT_MAX_BYTES,
+                 expected_peers: Callable[[], int] = lambda: 0,
+                 sleep: Callable[[float], None] = time.sleep,
+                 monotonic: Callable[[], float] = time.monotonic, seed: int = 0) -> None:
+        self.board = board
+        self.peer_id = peer_id  # a callable: the id is known only once the DHT runs
+        self.namespace = namespace
+        self.ttl = ttl
+        self.max_bytes = max_bytes
+        self.expected_peers = expected_peers
+        self.sleep = sleep
+        self.monotonic = monotonic
+        self._rng = random.Random(seed)
+        self.dropped = 0
+
+    def publish(self, round: int, stage: int, rollouts: Sequence[Rollout]) -> None:
+        me = self.peer_id()
+        raw, kept = encode_batch(me, round, stage, rollouts, self.max_bytes)
+        if kept < len(rollouts):
+            log.warning("rollouts_truncated", kept=kept, total=len(rollouts), cap=self.max_bytes)
+        if not self.board.put(rollout_key(self.namespace, round, stage), me, raw, self.ttl):
+            log.warning("rollouts_publish_failed", round=round, stage=stage)
+
+    def gather(self, round: int, stage: int, limit: int, timeout: float) -> list[Rollout]:
+        """Poll (with sleeps, W14) until `limit` rollouts, every visible peer heard from,
+        or `timeout`; "only my own record" is a valid, empty result."""
+        key = rollout_key(self.namespace, round, stage)
+        me = self.peer_id()
+        deadline = self.monotonic() + timeout
+        good: dict[str, list[Rollout]] = {}
+        bad: set[str] = set()
+        while True:
+            left = deadline - self.monotonic()
+            for subkey, raw in self.board.get(key, max(0.1, min(REQUEST_TIMEOUT, left))).items():
+                if subkey == me or subkey in good or subkey in bad:
+                    continue
+                try:
+                    good[subkey] = decode_batch(subkey, raw, round, stage, self.max_bytes)
+                except RolloutRejected as exc:
+                    bad.add(subkey)
+                    self.dropped += 1
+                    say(f"dropped rollouts from peer {subkey[:16]}: {exc}")
+            have = sum(len(v) for v in good.values())
+            if limit == 0 or have >= limit:
+                break
+            expected = self.expected_peers()
+            if len(good) + len(bad) >= expected:
+                break  # every connected peer heard from (or nobody to wait for)
+            left = deadline - self.monotonic()
+            if left <= 0:
+                break
+            self.sleep(min(GATHER_POLL, left))
+        return pick_external(good, limit, self._rng)
+
+
+# ---- helpers ------------------------------------------------------------------------
+
+
+def _retryable(exc: BaseException) -> bool:
+    name = type(exc).__name__
+    return name in {"P2PDaemonError", "TimeoutError", "P2PHandlerError", "ControlFailure"} or isinstance(
+        exc, TimeoutError | OSError | ConnectionError
+    )
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown"
+    text = str(exc)
+    if "failed to start in" in text:
+        return "p2pd start-up timed out"
+    if "already taken" in text:
+        return "identity still held by an old p2pd"
+    if "bootstrap" in text:
+        return "bootstrap peers unreachable"
+    return f"{type(exc).__name__.replace('Daemon', '')}"
+
+
+def _shutdown_quietly(dht: Any) -> None:
+    with contextlib.suppress(Exception):
+        dht.shutdown()
+    with contextlib.suppress(Exception):
+        dht.join(timeout=10)
+
+
+def clean_stale_p2pd(identity_path: Path, timeout: float = 5.0) -> list[int]:
+    """End p2pd daemons left over by a dead incarnation of THIS node, and their sockets.
+
+    Identified by `-id=<our identity path>` (a key file is never shared, §2.1), and
+    stale when not our own descendant and no live trainer above it (its DHT parent was
+    orphaned by a kill -9). Another live trainer misconfigured with our key is left
+    alone (hivemind then reports "identity taken", which is the right error).
+    """
+    flag = f"-id={identity_path}"
+    me = os.getpid()
+    victims: list[psutil.Process] = []
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        cmd = proc.info.get("cmdline") or []
+        if proc.info.get("name") != "p2pd" or flag not in cmd:
+            continue
+        try:
+            ancestors = proc.parents()
+        except psutil.Error:
+            continue
+        if any(p.pid == me for p in ancestors):
+            continue  # ours and alive
+        if _owned_by_live_trainer(ancestors):
+            continue
+        victims.append(proc)
+        parent = ancestors[0] if ancestors else None
+        if parent is not None and parent.pid != 1 and _is_orphaned_dht(parent):
+            victims.append(parent)
+    if not victims:
+        return []
+    sockets = [arg.split("=/unix", 1)[1] for v in victims for arg in _cmdline(v) if arg.startswith("-listen=/unix")]
+    for v in victims:
+        with contextlib.suppress(psutil.Error):
+            v.terminate()
+    _, alive = psutil.wait_procs(victims, timeout=timeout)
+    for v in alive:
+        with contextlib.suppress(psutil.Error):
+            v.kill()
+    psutil.wait_procs(alive, timeout=timeout)
+    for sock in sockets:
+        with contextlib.suppress(OSError):
+            Path(sock).unlink()
+    pids = [v.pid for v in victims]
+    say(f"cleaned stale p2pd holding our identity: pids {pids}")
+    return pids
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
+
+
+def _is_orphaned_dht(proc: psutil.Process) -> bool:
+    """The DHT child hivemind forked from a trainer that has since died."""
+    try:
+        parent = proc.parent()
+    except psutil.Error:
+        return False
+    return parent is None or parent.pid == 1 or "trainer" not in " ".join(_cmdline(parent))
+
+
+def _owned_by_live_trainer(ancestors: list[psutil.Process]) -> bool:
+    # p2pd <- DHT child (a fork: same cmdline as the trainer) <- the trainer itself.
+    if len(ancestors) < 2:
+        return False
+    dht_child, trainer = ancestors[0], ancestors[1]
+    return trainer.pid != 1 and "trainer" in " ".join(_cmdline(trainer)) and not _is_orphaned_dht(dht_child)
+
+
+def read_peers_file(path: Path, own_peer_id: str) -> list[str]:
+    """Multiaddrs from `path` (one a line, # comments), minus our own (a restarted first
+    peer must not bootstrap from its own dead address)."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    out = []
+    for raw in lines:
+        line = raw.strip()
+        if line and not line.startswith("#") and line.startswith("/") and not line.endswith(f"/p2p/{own_peer_id}"):
+            out.append(line)
+    return out
+
+
+def write_peers_file(path: Path, maddrs: Sequence[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(f"{m}\n" for m in maddrs), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,171 @@
+"""How peers swap rollouts, without knowing hivemind.
+
+`RolloutExchange` is what the round loop calls; `DhtExchange` (trainer.dht) and
+`LocalExchange` (here, in-memory) implement it. `Board` is the smaller seam under the
+DHT implementation and the DHT coordinator: a key -> {subkey: bytes} store with expiry,
+which hivemind provides for real and `LocalBoard` provides in tests, so the key schema,
+validation and round clock are tested in milliseconds without p2pd.
+
+The record format on the wire (one record per peer per round/stage):
+key `f"{namespace}:rollouts:{round}:{stage}"`, subkey = the publisher's peer id, value =
+UTF-8 JSON `{"v": 1, "peer": <id>, "round": R, "stage": S, "rollouts": [<rollout_to_wire>]}`
+of at most `max_bytes`. Stored as bytes (not a msgpack object) so the receiver checks
+the size BEFORE parsing (W22: 0.1.x had no cap).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from trainer.rollout import Rollout, RolloutRejected, rollout_from_wire, rollout_to_wire
+
+DEFAULT_MAX_BYTES = 256 * 1024
+
+
+class RolloutExchange(Protocol):
+    def publish(self, round: int, stage: int, rollouts: Sequence[Rollout]) -> None: ...
+
+    def gather(self, round: int, stage: int, limit: int, timeout: float) -> list[Rollout]:
+        """Up to `limit` OTHER peers' rollouts for (round, stage), waiting at most `timeout` s."""
+        ...
+
+
+class PeerLink(Protocol):
+    """The node's view of its network connection (for the heartbeat and reconnects)."""
+
+    def visible_peers(self) -> int: ...
+
+    def reconnect(self) -> None: ...
+
+
+class Board(Protocol):
+    def put(self, key: str, subkey: str, value: bytes, ttl: float) -> bool: ...
+
+    def get(self, key: str, timeout: float) -> dict[str, bytes]: ...
+
+
+def rollout_key(namespace: str, round: int, stage: int) -> str:
+    return f"{namespace}:rollouts:{round}:{stage}"
+
+
+def encode_batch(
+    peer_id: str, round: int, stage: int, rollouts: Sequence[Rollout], max_bytes: int
+) -> tuple[bytes, int]:
+    """JSON record of as many rollouts as fit in `max_bytes`; returns (bytes, kept)."""
+    wire = [rollout_to_wire(r) for r in rollouts]
+    while True:
+        record = {"v": 1, "peer": peer_id, "round": round, "stage": stage, "rollouts": wire}
+        raw = json.dumps(record, separators=(",", ":")).encode("utf-8")
+        if len(raw) <= max_bytes or not wire:
+            return raw, len(wire)
+        wire = wire[:-1]
+
+
+def decode_batch(subkey: str, raw: object, round: int, stage: int, max_bytes: int) -> list[Rollout]:
+    """Validate one peer's record; raise `RolloutRejected` with the reason, never assert.
+
+    The subkey is self-reported by the publisher, so every rollout must name that same
+    peer and the round/stage of the key it was found under (a replay from another round
+    or a record claiming someone else's work is dropped whole).
+    """
+    if not isinstance(raw, bytes):
+        raise RolloutRejected("record is not bytes")
+    if len(raw) > max_bytes:
+        raise RolloutRejected(f"record of {len(raw)} bytes exceeds the {max_bytes} cap")
+    try:
+        record = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise RolloutRejected("record is not JSON") from None
+    if not isinstance(record, dict) or record.get("v") != 1:
+        raise RolloutRejected("not a v1 record")
+    if record.get("peer") != subkey:
+        raise RolloutRejected("record peer differs from its subkey")
+    if record.get("round") != round or record.get("stage") != stage:
+        raise RolloutRejected("record round/stage differs from its key")
+    items = record.get("rollouts")
+    if not isinstance(items, list):
+        raise RolloutRejected("rollouts is not a list")
+    out = []
+    for item in items:
+        r = rollout_from_wire(item)
+        if r.peer_id != subkey or r.round != round or r.stage != stage:
+            raise RolloutRejected("rollout peer/round/stage differs from its record")
+        out.append(r)
+    return out
+
+
+def pick_external(by_peer: dict[str, list[Rollout]], limit: int, rng: random.Random) -> list[Rollout]:
+    """Round-robin over peers (shuffled) so one chatty peer cannot fill all K slots."""
+    queues = [list(v) for _, v in sorted(by_peer.items()) if v]
+    rng.shuffle(queues)
+    out: list[Rollout] = []
+    while queues and len(out) < limit:
+        for q in list(queues):
+            if len(out) >= limit:
+                break
+            out.append(q.pop(0))
+            if not q:
+                queues.remove(q)
+    return out
+
+
+class LocalBoard:
+    """In-memory `Board` with expiry on an injected wall clock; shared by local peers."""
+
+    def __init__(self, wall: Callable[[], float]) -> None:
+        self._wall = wall
+        self._data: dict[str, dict[str, tuple[bytes, float]]] = {}
+
+    def put(self, key: str, subkey: str, value: bytes, ttl: float) -> bool:
+        self._data.setdefault(key, {})[subkey] = (value, self._wall() + ttl)
+        return True
+
+    def get(self, key: str, timeout: float) -> dict[str, bytes]:
+        now = self._wall()
+        return {k: v for k, (v, exp) in self._data.get(key, {}).items() if exp > now}
+
+
+class LocalExchange:
+    """In-process exchange: several nodes in one test (or one demo node) share `board`."""
+
+    def __init__(self, peer_id: str, board: LocalBoard, *, namespace: str = "local",
+                 ttl: float = 600.0, max_bytes: int = DEFAULT_MAX_BYTES, seed: int = 0) -> None:
+        self.peer_id = peer_id
+        self.board = board
+        self.namespace = namespace
+        self.ttl = ttl
+        self.max_bytes = max_bytes
+        self._rng = random.Random(seed)
+
+    def publish(self, round: int, stage: int, rollouts: Sequence[Rollout]) -> None:
+        raw, _ = encode_batch(self.peer_id, round, stage, rollouts, self.max_bytes)
+        self.board.put(rollout_key(self.namespace, round, stage), self.peer_id, raw, self.ttl)
+
+    def gather(self, round: int, stage: int, limit: int, timeout: float) -> list[Rollout]:
+        records = self.board.get(rollout_key(self.namespace, round, stage), timeout)
+        by_peer = {}
+        for subkey, raw in records.items():
+            if subkey == self.peer_id:
+                continue
+            try:
+                by_peer[subkey] = decode_batch(subkey, raw, round, stage, self.max_bytes)
+            except RolloutRejected:
+                continue
+        return pick_external(by_peer, limit, self._rng)
+
+
+class LocalLink:
+    """A `PeerLink` with a fixed peer count; counts reconnect requests (tests, demo)."""
+
+    def __init__(self, peers: int = 0) -> None:
+        self.peers = peers
+        self.reconnects = 0
+
+    def visible_peers(self) -> int:
+        return self.peers
+
+    def reconnect(self) -> None:
+        self.reconnects += 1
