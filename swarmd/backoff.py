@@ -63,6 +63,18 @@ class Backoff:
             delay = max(delay, self._cfg.min_interval - (now - self._last_start))
         return max(0.0, delay)
 
+    def min_wait(self, now: float) -> float:
+        """What is left of `min_interval` since the last start: the floor even for an
+        operator-forced restart (a SIGHUP storm must not start the trainer in a loop)."""
+        if self._last_start is None:
+            return 0.0
+        return max(0.0, self._cfg.min_interval - (now - self._last_start))
+
+    def keep_last_start(self, old: Backoff) -> None:
+        """A reloaded config gets a new Backoff; `min_interval` still counts from the
+        start the old one saw."""
+        self._last_start = old._last_start
+
     def started(self, now: float) -> None:
         self._last_start = now
         self._running_since = now

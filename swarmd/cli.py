@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -120,7 +121,11 @@ def _run(args: argparse.Namespace) -> int:
                 log.info("web_started", url=f"http://{web.address[0]}:{web.address[1]}/")
             code = sup.run()
         finally:
+            # Not the default handlers: a late SIGTERM of a storm must not turn a clean
+            # stop (exit 0) into death by signal while we close the sockets.
             restore()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)
             control.stop()
             if web is not None:
                 web.stop()

@@ -611,12 +611,18 @@ def _restart(t: _Table) -> RestartConfig:
         culprit = "max_delay" if t.has("max_delay") else "initial_delay"
         raise t.error(culprit, f"max_delay ({maximum:g}s) is less than initial_delay ({initial:g}s)",
                       "make max_delay at least initial_delay")
+    min_interval = t.duration("min_interval", d.min_interval, allow_zero=True)
+    if min_interval > maximum:
+        # Both are promises (never slower than max_delay, never faster than
+        # min_interval); they cannot both hold the other way round.
+        raise t.error("min_interval", f"min_interval ({min_interval:g}s) is more than max_delay ({maximum:g}s)",
+                      "make min_interval at most max_delay")
     return RestartConfig(
         initial_delay=initial,
         max_delay=maximum,
         multiplier=t.number("multiplier", d.multiplier, low=1.0),
         jitter=t.duration("jitter", d.jitter, allow_zero=True),
-        min_interval=t.duration("min_interval", d.min_interval, allow_zero=True),
+        min_interval=min_interval,
         healthy_reset_after=t.duration("healthy_reset_after", d.healthy_reset_after),
         crash_loop_max=t.integer("crash_loop_max", d.crash_loop_max, low=1),
         crash_loop_window=t.duration("crash_loop_window", d.crash_loop_window),

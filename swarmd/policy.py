@@ -21,10 +21,17 @@ _RECENT_STEPS = 32
 _RECONNECT_COOLDOWN_FLOOR = 10.0
 
 
+# Causes whose cure is visible in the health facts, not in progress: a trainer may keep
+# printing progress with its p2pd dead or its peers gone, so progress does not prove that
+# the SIGUSR1 worked (and counting it as success would SIGUSR1 for ever, never restart).
+_HEALED_BY_HEALTH = frozenset({"p2pd_gone", "peers_lost"})
+
+
 @dataclass(slots=True)
 class _Reconnect:
     sent_at: float
     evidence: str
+    cause: str = ""
 
 
 class Policy:
@@ -57,7 +64,8 @@ class Policy:
         self._last_activity = max(self._last_activity, now)
         if step_seconds is not None and step_seconds > 0:
             self._steps.append(step_seconds)
-        if self._reconnect is not None and now > self._reconnect.sent_at:
+        rec = self._reconnect
+        if rec is not None and now > rec.sent_at and rec.cause not in _HEALED_BY_HEALTH:
             # Progress after a SIGUSR1: the in-place reconnect worked.
             self._reconnect = None
             self._failed_reconnects = 0
@@ -129,15 +137,23 @@ class Policy:
         self.backoff.healthy(now)
         if health.network_ok is False:
             # The network is down: restarting cannot help and would burn the crash budget.
+            # A trainer cut off from its peers is silent; that silence is the outage, not
+            # a hang, so the stall clock starts again when the network is back.
             self._peers_low_since = None
+            self._last_activity = max(self._last_activity, now)
             return NO_DECISION
-        if self._reconnect is not None:
-            if now - self._reconnect.sent_at < self._health.reconnect_timeout:
+        rec = self._reconnect
+        if rec is not None:
+            if self._healed(rec.cause, health):
+                self._reconnect = None
+                self._failed_reconnects = 0
+                return Decision(Action.NONE, "reconnected", rec.evidence)
+            if now - rec.sent_at < self._health.reconnect_timeout:
                 return NO_DECISION
             self._failed_reconnects += 1
-            evidence = self._reconnect.evidence
             self._reconnect = None
-            return self._reconnect_or_restart("reconnect_timed_out", evidence, now)
+            # Keep the original cause, so the eventual restart names what never healed.
+            return self._reconnect_or_restart(rec.cause or "reconnect_timed_out", rec.evidence, now)
         silent = now - self._last_activity
         if silent > self.stall_threshold() and now - self._started_at > self._health.startup_grace:
             return self.restart(
@@ -159,6 +175,13 @@ class Policy:
         return Decision(action, reason, evidence, self.backoff.next_delay(now))
 
     # -- helpers --------------------------------------------------------------------------
+    def _healed(self, cause: str, health: Health) -> bool:
+        if cause == "p2pd_gone":
+            return health.p2pd_alive is True
+        if cause == "peers_lost":
+            return health.peers is not None and health.peers >= self._health.min_peers
+        return False
+
     def _check_peers(self, now: float, health: Health) -> Decision:
         want = self._health.min_peers
         if want <= 0 or health.peers is None or health.peers >= want:
@@ -186,5 +209,5 @@ class Policy:
                 evidence,
                 now,
             )
-        self._reconnect = _Reconnect(now, evidence)
+        self._reconnect = _Reconnect(now, evidence, reason)
         return Decision(Action.RECONNECT_DHT, reason, evidence)

@@ -287,6 +287,11 @@ def stop_group(child: Child, term_timeout: float, *, log: Logger | None = None) 
     and reap. The group, not the pid: p2pd and vLLM children must die with it."""
     before = snapshot_tree(child.pid, child.create_time)
     child.signal_group(signal.SIGTERM)
+    if child.group_alive():
+        # A stopped process (SIGSTOP, a debugger: what the stall check catches) keeps
+        # SIGTERM pending until continued; without this every stop of a stopped trainer
+        # costs the full term_timeout and ends in a KILL that lets it save nothing.
+        child.signal_group(signal.SIGCONT)
     rc = _wait_group(child, time.monotonic() + term_timeout)
     escalated = rc is None or child.group_alive()
     if escalated:
@@ -448,8 +453,18 @@ class PidFile:
 
     path: Path
 
-    def write(self, child_pid: int, child_create_time: float, supervisor_pid: int) -> None:
-        data = {"pid": child_pid, "create_time": child_create_time, "supervisor_pid": supervisor_pid}
+    def write(
+        self, child_pid: int, child_create_time: float, supervisor_pid: int, tree: Iterable[ProcRef] = ()
+    ) -> None:
+        """`tree`: every process of the trainer's tree seen so far, so a restarted swarmd
+        can end the p2pd a dead trainer left behind even when the trainer itself is gone
+        (it usually dies of EPIPE at its next print once our end of the pipe is closed)."""
+        data = {
+            "pid": child_pid,
+            "create_time": child_create_time,
+            "supervisor_pid": supervisor_pid,
+            "tree": [[r.pid, r.create_time, r.name, list(r.cmdline)] for r in tree],
+        }
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(data), encoding="utf-8")
@@ -464,6 +479,23 @@ class PidFile:
         if not isinstance(pid, int) or isinstance(pid, bool) or not isinstance(create_time, int | float):
             return None
         return PidRecord(pid, float(create_time))
+
+    def read_tree(self) -> list[ProcRef]:
+        """The recorded tree; entries that do not parse are skipped, never raised."""
+        try:
+            raw = json.loads(self.path.read_bytes()).get("tree", [])
+        except (OSError, ValueError, AttributeError):
+            return []
+        return [
+            ProcRef(item[0], float(item[1]), item[2], tuple(str(a) for a in item[3]))
+            for item in (raw if isinstance(raw, list) else [])
+            if isinstance(item, list)
+            and len(item) == 4
+            and isinstance(item[0], int)
+            and isinstance(item[1], int | float)
+            and isinstance(item[2], str)
+            and isinstance(item[3], list)
+        ]
 
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -46,6 +46,7 @@ from swarmd.process import (
     ProcRef,
     Spawner,
     find_leftover,
+    is_alive,
     p2pd_sockets,
     remove_stale_sockets,
     snapshot_tree,
@@ -109,6 +110,7 @@ class _Run:
     exited: int | None = None
     stopping: bool = False
     lines_counted: int = 0
+    p2pd_seen: bool = False  # a p2pd ran in this tree once: its absence now means it died
 
 
 class Supervisor:
@@ -330,8 +332,11 @@ class Supervisor:
         run = self._run
         if run is None or run.exited is not None:
             return
+        known = len(run.refs)
         for ref in snapshot_tree(run.child.pid):
             run.refs[(ref.pid, ref.create_time)] = ref
+        if len(run.refs) != known:
+            self._pidfile.write(run.child.pid, run.child.create_time, os.getpid(), run.refs.values())
 
     # -- events -----------------------------------------------------------------------------------
     def _on_line(self, ev: LineSeen) -> None:
@@ -354,8 +359,8 @@ class Supervisor:
 
     def _on_progress(self, why: str) -> None:
         if self.state is State.STARTING:
-            self._mark_ready(why)
             self._transition(State.RUNNING, "progress_seen", why)
+            self._mark_ready(why)  # after the transition, so READY=1 carries STATUS=running
         elif self.state is State.RECONNECTING and not self.policy.reconnect_pending:
             self._transition(State.RUNNING, "reconnected", why)
         elif self.state is State.DEGRADED and self._network_ok is not False:
@@ -457,6 +462,8 @@ class Supervisor:
         decision = self.policy.on_tick(now, health)
         if decision.action is not Action.NONE:
             self._apply(decision)
+        elif decision.reason == "reconnected" and self.state is State.RECONNECTING:
+            self._transition(State.RUNNING, "reconnected", decision.evidence)
 
     def _count_lines(self, run: _Run) -> None:
         """Feed the lines counter per tick, not per line (the reader's hot path)."""
@@ -475,7 +482,10 @@ class Supervisor:
                 self.policy.activity(now, max(steps) if steps else None)
                 self._on_heartbeat(beat)
             peers = beat.peers
-            alive = p2pd_alive(run.child.pid)
+            # Without `seen` the probe can only say True or "unknown": a p2pd killed
+            # under a live trainer would never be reported gone.
+            alive = p2pd_alive(run.child.pid, seen=run.p2pd_seen, create_time=run.child.create_time)
+            run.p2pd_seen = run.p2pd_seen or alive is True
         self._last_beat = beat
         return Health(network_ok=self._network_ok, p2pd_alive=alive, peers=peers)
 
@@ -557,9 +567,16 @@ class Supervisor:
             self.exit_code = 1
 
     def _force_restart(self, reason: str, evidence: str) -> None:
-        """Operator-forced restart: no back-off, leaves `fatal`, keeps the crash window."""
+        """Operator-forced restart: no back-off (only what is left of `min_interval`),
+        leaves `fatal`, resets the crash window."""
         self.policy.backoff.reset()
-        decision = Decision(Action.RESTART, reason, evidence, 0.0)
+        decision = Decision(Action.RESTART, reason, evidence, self.policy.backoff.min_wait(self.clock.monotonic()))
+        self._last_decision = {
+            "action": Action.RESTART.value,
+            "reason": reason,
+            "evidence": redact_text(evidence[:500]),
+            "at": self.clock.wall(),
+        }
         self._log_event("decision", action="restart", reason=reason, evidence=evidence)
         if self._run is not None and self._run.stopping:
             self._pending = decision
@@ -625,21 +642,31 @@ class Supervisor:
         self.events.put(ChildDown(run.gen, result.returncode, result.escalated, len(ended), len(removed)))
 
     def _end_leftover(self) -> None:
-        """A trainer left by a swarmd that was killed -9: end it before starting another,
-        so one identity never runs twice."""
+        """The trainer tree a swarmd killed -9 left behind: end it before starting
+        another, so one identity never runs twice (the trainer itself, or the p2pd and
+        DHT processes that outlived it)."""
         record = self._pidfile.read()
         if record is None:
             return
         leftover = find_leftover(record)
-        if leftover is None:
+        refs = {(r.pid, r.create_time): r for r in self._pidfile.read_tree() if is_alive(r)}
+        if leftover is not None:
+            refs.update({(r.pid, r.create_time): r for r in snapshot_tree(leftover.pid) or [leftover]})
+        if not refs:
             self._pidfile.remove()
             return
-        self._log_event("leftover_trainer_found", pid=leftover.pid, action="ending it before starting a new one")
-        refs = snapshot_tree(leftover.pid)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(leftover.pid, signal.SIGTERM)
-        ended = sweep_orphans(refs or [leftover], self.config.trainer.stop_timeout)
-        remove_stale_sockets(p2pd_sockets(refs))
+        self._log_event(
+            "leftover_trainer_found",
+            pid=leftover.pid if leftover else None,
+            processes=sorted(r.pid for r in refs.values()),
+            action="ending them before starting a new trainer",
+        )
+        if leftover is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(leftover.pid, signal.SIGTERM)
+                os.killpg(leftover.pid, signal.SIGCONT)  # a stopped leftover holds TERM pending
+        ended = sweep_orphans(list(refs.values()), self.config.trainer.stop_timeout)
+        remove_stale_sockets(p2pd_sockets(refs.values()))
         self._log_event("leftover_trainer_ended", processes=len(ended))
         self._pidfile.remove()
 
@@ -649,7 +676,7 @@ class Supervisor:
         old = getattr(self, "policy", None)
         backoff = Backoff(config.restart)
         if old is not None:
-            backoff.attempts = 0
+            backoff.keep_last_start(old.backoff)
         self.policy = Policy(config.trainer, config.health, backoff)
 
     def _transition(self, to: State, reason: str, evidence: str = "", **extra: Any) -> None:

@@ -187,6 +187,11 @@ def test_swarmd_killed_9_then_restarted_ends_the_leftover_trainer(tmp_path: Path
     cfg = write_config(tmp_path, fake("hang"))
     d1 = run_daemon(cfg)
     first = d1.wait_event(lambda e: e.get("event") == "child_started")["pid"]
+    # Once "ready" is out the fake stays silent; a trainer that prints after swarmd died
+    # dies of EPIPE (the next test covers what it leaves behind).
+    deadline = time.monotonic() + 15
+    while not (d1.trainer_log.exists() and "ready" in d1.trainer_log.read_text(errors="replace")) and time.monotonic() < deadline:
+        time.sleep(0.05)
     d1.proc.kill()
     d1.proc.wait(5)
     assert alive(first)
@@ -298,3 +303,27 @@ def test_error_in_a_followed_log_file_is_acted_on(tmp_path: Path, run_daemon) ->
     d = run_daemon(cfg)
     decision = d.wait_event(lambda e: e.get("event") == "decision", timeout=20)
     assert decision["reason"] == "dht_bootstrap_failed"
+
+
+def test_p2pd_left_by_a_dead_trainer_and_a_killed_swarmd_is_ended_on_restart(tmp_path: Path, run_daemon) -> None:  # type: ignore[no-untyped-def]
+    """swarmd -9, the trainer gone too, its setsid p2pd still running: the next swarmd ends it from the recorded tree."""
+    pidfile, sock = tmp_path / "p2pd.pid", tmp_path / "p2pd.sock"
+    cfg = write_config(tmp_path, fake("orphan_p2pd", "--pidfile", str(pidfile), "--socket", str(sock), "--setsid"))
+    d1 = run_daemon(cfg)
+    trainer = d1.wait_event(lambda e: e.get("event") == "child_started")["pid"]
+    deadline = time.monotonic() + 15
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    orphan = int(pidfile.read_text())
+    time.sleep(2.5)  # a tick records the tree, p2pd included, in state/trainer.pid
+    d1.proc.kill()
+    d1.proc.wait(5)
+    os.kill(trainer, signal.SIGKILL)
+    assert alive(orphan)
+    d2 = run_daemon(cfg)
+    found = d2.wait_event(lambda e: e.get("event") == "leftover_trainer_found")
+    assert orphan in found["processes"]
+    deadline = time.monotonic() + 5
+    while alive(orphan) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(orphan)

@@ -294,11 +294,6 @@ def test_page_in_chromium_shows_the_state_and_the_new_restart_count(
     shutil.copyfile(shot, out / "status_page_daemon.png")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Supervisor._force_restart logs the decision but never sets _last_decision (only _apply does), "
-    "so /api/status and the page keep showing the previous decision after `swarmd restart`/SIGHUP",
-)
 def test_forced_restart_becomes_the_last_decision(
     start: Callable[..., tuple[Daemon, str]],
 ) -> None:

@@ -417,7 +417,7 @@ def test_progress_prints_rounds_and_writes_heartbeat(
 
 
 def test_stop_group_drives_a_fake_child_through_the_protocol_only() -> None:
-    """stop_group uses only the Child protocol, so FakeChild records TERM then KILL and
+    """stop_group uses only the Child protocol, so FakeChild records TERM, CONT, KILL and
     FakeSpawner raises queued errno failures."""
     from tests.fakes.doubles import FakeSpawner
 
@@ -430,7 +430,7 @@ def test_stop_group_drives_a_fake_child_through_the_protocol_only() -> None:
     try:
         result = stop_group(child, term_timeout=0.01)
         assert (result.returncode, result.escalated) == (-signal.SIGKILL, True)
-        assert child.group_signals == [signal.SIGTERM, signal.SIGKILL]
+        assert child.group_signals == [signal.SIGTERM, signal.SIGCONT, signal.SIGKILL]
         assert os.read(child.stdout_fd, 100) == b"hello\n"
         assert [c.stdin_data for c in spawner.calls] == [None, b"y\n"]
     finally:

@@ -582,3 +582,10 @@ def test_random_known_keys_raise_only_config_error(pairs: list[tuple[str, str]])
     text = "\n".join(f"[{s}]\n" + "\n".join(lines) for s, lines in by_section.items())
     result = parse_or_error(text)
     assert isinstance(result, Config) or result.key or result.line is not None, str(result)
+
+
+def test_min_interval_above_max_delay_is_rejected() -> None:
+    """The cap and the minimum start interval cannot both hold when min_interval > max_delay."""
+    with pytest.raises(ConfigError) as err:
+        parse('[trainer]\ncommand = ["x"]\n[restart]\ninitial_delay = 1\nmax_delay = 2\nmin_interval = 5\n', "m.toml", Path("/"))
+    assert str(err.value).startswith("m.toml:6: [restart.min_interval] min_interval (5s) is more than max_delay (2s)")
