@@ -150,7 +150,7 @@ class RotatingLog:
         on_error: Callable[[OSError], None] | None = None,
         on_recover: Callable[[], None] | None = None,
         clock: Clock | None = None,
-        reopen_check_interval: float = 1.0,
+        reopen_check_interval: float = 0.0,
         max_pending: int = MAX_PENDING,
     ) -> None:
         if max_bytes <= 0:
@@ -165,6 +165,8 @@ class RotatingLog:
         self._on_error = on_error
         self._on_recover = on_recover
         self._clock: Clock = clock or SystemClock()
+        # 0 = check on every write: one stat() per chunk (a busy pipe is written in
+        # batches), and a deleted log then loses nothing to the unlinked file.
         self._check_interval = reopen_check_interval
         self._max_pending = max_pending
         self._lock = threading.RLock()

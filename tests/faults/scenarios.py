@@ -254,9 +254,9 @@ def p2pd_error_burst(f: Fault) -> Report:
 
 def log_deleted(f: Fault) -> Report:
     """trainer.log is deleted under the running daemon: it is recreated, and every line
-    printed after the recreation is in it. Lines printed after the deletion but before
-    swarmd's reopen check (at most ~1 s of output) went into the deleted file: they are
-    what `lines_lost` counts here (the lines before the deletion are not counted)."""
+    printed after the deletion is in it (swarmd checks the path before every write).
+    `lines_lost` counts lines printed after the deletion that are missing (the lines
+    before it went with the file the operator deleted)."""
     f.start(node_argv(f.tmp, rate=20.0))
     f.running()
     time.sleep(1.0)
@@ -270,7 +270,7 @@ def log_deleted(f: Fault) -> Report:
     f.report.recovery_s = f.report.detection_s
     time.sleep(1.5)
     report = f.finish(since={pid: before})
-    report.notes["check_interval_s"] = 1.0
+    report.notes["check_interval_s"] = 0.0
     return report
 
 

@@ -77,10 +77,11 @@ def test_p2pd_error_burst_causes_one_action(fault: Fault) -> None:
 
 
 def test_deleted_trainer_log_is_recreated_with_the_lines_after_it(fault: Fault) -> None:
-    """trainer.log unlinked mid-run -> recreated; at most ~1 s of output (the reopen check) goes with the deleted file."""
+    """trainer.log unlinked mid-run -> recreated before the next write; nothing printed after the deletion is lost."""
     report = scenarios.log_deleted(fault)
-    # 20 lines/s x (1 s check interval + scheduling slack): what the deleted file took.
-    assert_clean(report, lines_lost=30)
+    # The path is checked before every write; only a write racing the unlink itself
+    # (one line at 20 lines/s) can still land in the deleted file.
+    assert_clean(report, lines_lost=1)
     assert fault.d.trainer_log.exists()
 
 
