@@ -429,6 +429,20 @@ def _listening(ports: set[int]) -> set[int]:
     }
 
 
+def listening_ports(refs: Iterable[ProcRef]) -> set[int]:
+    """TCP ports the recorded processes (still the same processes) listen on now."""
+    ports: set[int] = set()
+    for ref in refs:
+        proc = _live(ref)
+        if proc is None:
+            continue
+        with contextlib.suppress(psutil.Error):
+            ports.update(
+                c.laddr.port for c in proc.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr
+            )
+    return ports
+
+
 def ports_free(ports: Iterable[int], timeout: float) -> bool:
     """Wait (at most `timeout`) until nothing LISTENs on these TCP ports, so a restart
     with fixed host ports does not fail with EADDRINUSE."""

@@ -47,7 +47,9 @@ from swarmd.process import (
     Spawner,
     find_leftover,
     is_alive,
+    listening_ports,
     p2pd_sockets,
+    ports_free,
     remove_stale_sockets,
     snapshot_tree,
     stop_group,
@@ -634,10 +636,13 @@ class Supervisor:
 
     def _stop_worker(self, run: _Run) -> None:
         """Off the loop: TERM -> wait -> KILL the group, sweep orphans, clean sockets."""
+        refs = list(run.refs.values())  # recorded by the loop, last in _begin_stop
+        ports = listening_ports(refs)  # while the tree still holds them
         result = stop_group(run.child, self.config.trainer.stop_timeout, log=self.log)
-        refs = list(run.refs.values())
         ended = sweep_orphans(refs, self.config.trainer.stop_timeout)
         removed = remove_stale_sockets(p2pd_sockets(refs))
+        if ports and not ports_free(ports, self.config.trainer.stop_timeout):
+            self.log.warning("ports_still_busy", ports=sorted(ports), fix="another process holds the trainer's ports")
         run.capture.stop(_CAPTURE_GRACE)
         self.events.put(ChildDown(run.gen, result.returncode, result.escalated, len(ended), len(removed)))
 

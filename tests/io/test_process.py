@@ -435,3 +435,31 @@ def test_stop_group_drives_a_fake_child_through_the_protocol_only() -> None:
         assert [c.stdin_data for c in spawner.calls] == [None, b"y\n"]
     finally:
         spawner.close_all()
+
+
+@pytest.mark.io
+def test_listening_ports_of_a_recorded_tree_are_found_and_freed(tmp_path: Path, python_exe: str) -> None:
+    """A trainer's listening port is seen while it runs and reported free after it ends."""
+    from swarmd.process import (
+        PosixSpawner,
+        listening_ports,
+        ports_free,
+        snapshot_tree,
+        stop_group,
+    )
+
+    code = (
+        "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen();"
+        "print(s.getsockname()[1], flush=True); time.sleep(60)"
+    )
+    child = PosixSpawner().spawn([python_exe, "-c", code], dict(os.environ), tmp_path)
+    try:
+        port = int(os.read(child.stdout_fd, 100).split()[0])
+        refs = snapshot_tree(child.pid)
+        assert port in listening_ports(refs)
+        stop_group(child, term_timeout=2.0)
+        assert ports_free({port}, timeout=5.0)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", port))  # really free again
+    finally:
+        child.close()
