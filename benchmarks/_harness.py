@@ -1,5 +1,7 @@
 """Shared by the benchmarks: start the real `swarmd run` on a temp config and read
-its monitor.log. Standard library + psutil only, like the daemon itself."""
+its monitor.log. Standard library + psutil only, like the daemon itself; the argv,
+environment and TOML quoting are tests/e2e/daemon.py's, so tests and benchmarks run
+the daemon the same way."""
 
 from __future__ import annotations
 
@@ -11,16 +13,53 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.e2e.daemon import config_head, daemon_env, swarmd_run  # noqa: E402
 
 
-def toml_list(argv: Sequence[str]) -> str:
-    return "[" + ", ".join(json.dumps(a, ensure_ascii=False) for a in argv) + "]"
+def write_config(directory: Path, argv: Sequence[str], tail: str = "") -> Path:
+    """monitor.toml in `directory`: the trainer, and logs to files only, uncompressed (so
+    benchmarks can read them), then `tail` (more [logs] keys, [restart], [health] ...)."""
+    cfg = directory / "monitor.toml"
+    cfg.write_text(
+        f"""
+{config_head(argv)}console = false
+compress = false
+{tail}"""
+    )
+    return cfg
+
+
+def start(cfg: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """The real daemon on `cfg`, in its own session, output discarded; `env` is added to
+    ours (minus systemd's notify variables)."""
+    return subprocess.Popen(
+        swarmd_run(cfg),
+        cwd=cfg.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+        env=daemon_env(env),
+    )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL to the whole session if it has not exited within 20 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
 
 
 def iso_to_epoch(ts: str) -> float:
@@ -31,35 +70,9 @@ class Swarmd:
     def __init__(self, argv: Sequence[str], restart: str = "", logs: str = "") -> None:
         self._tmp = tempfile.TemporaryDirectory(prefix="swarmd-bench-")
         self.dir = Path(self._tmp.name)
-        cfg = self.dir / "monitor.toml"
-        cfg.write_text(
-            f"""
-state_dir = "state"
-[trainer]
-command = {toml_list(argv)}
-cwd = "."
-stop_timeout = 2
-[logs]
-dir = "logs"
-console = false
-compress = false
-{logs}
-[restart]
-jitter = 0
-{restart}
-"""
-        )
+        cfg = write_config(self.dir, argv, f"{logs}\n[restart]\njitter = 0\n{restart}\n")
         self.monitor_log = self.dir / "logs" / "monitor.log"
-        env = {**os.environ}
-        env.pop("NOTIFY_SOCKET", None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "swarmd", "run", "--config", str(cfg), "--no-console"],
-            cwd=self.dir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            env=env,
-        )
+        self.proc = start(cfg)
 
     def events(self) -> list[dict[str, Any]]:
         out = []
@@ -81,13 +94,7 @@ jitter = 0
         raise SystemExit(f"benchmark: condition not met within {timeout}s; swarmd rc={self.proc.poll()}")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        stop(self.proc)
         self._tmp.cleanup()
 
 

@@ -12,18 +12,15 @@ Run: .venv/bin/python benchmarks/notify_watchdog.py   (last line: key=value figu
 from __future__ import annotations
 
 import itertools
-import json
-import os
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from _harness import REPO, start, stop, write_config
+
 WATCHDOG_USEC = 2_000_000
 DURATION = 20.0
 RATE = 10_000
@@ -40,23 +37,7 @@ def config(tmp: Path) -> Path:
         "--width",
         "60",
     ]
-    cfg = tmp / "monitor.toml"
-    cfg.write_text(
-        f"""
-state_dir = "state"
-[trainer]
-command = {json.dumps(argv)}
-cwd = "."
-stop_timeout = 2
-[logs]
-dir = "logs"
-console = false
-compress = false
-[health]
-ready_on = "start"
-"""
-    )
-    return cfg
+    return write_config(tmp, argv, '[health]\nready_on = "start"\n')
 
 
 def main() -> None:
@@ -66,23 +47,9 @@ def main() -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(addr)
         sock.settimeout(0.5)
-        env = {**os.environ, "NOTIFY_SOCKET": addr, "WATCHDOG_USEC": str(WATCHDOG_USEC)}
-        env.pop("WATCHDOG_PID", None)
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "swarmd",
-                "run",
-                "--config",
-                str(config(tmp)),
-                "--no-console",
-            ],
-            cwd=tmp,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+        proc = start(
+            config(tmp),
+            {"NOTIFY_SOCKET": addr, "WATCHDOG_USEC": str(WATCHDOG_USEC)},
         )
         pings: list[float] = []
         ready_at: float | None = None
@@ -109,12 +76,7 @@ def main() -> None:
                     pings.append(time.monotonic())
             still_running = proc.poll() is None
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+            stop(proc)
             sock.close()
         lines = sum(1 for _ in (tmp / "logs" / "trainer.log").open("rb"))
     if not still_running or len(pings) < 3:

@@ -24,11 +24,9 @@ import fcntl
 import json
 import os
 import random
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,8 +40,8 @@ sys.path.insert(0, str(REPO))
 from swarmd.domain import State  # noqa: E402
 from swarmd.metrics import Metrics  # noqa: E402
 from swarmd.web import WebServer  # noqa: E402
+from tests.e2e import chromium  # noqa: E402
 
-CHROMIUM = Path("/usr/bin/chromium")
 RESTARTS = 10_000
 REASONS = 30
 REQUESTS = 50
@@ -174,21 +172,7 @@ class DevTools:
             os.dup2(hi_w, 4)
 
         self.proc = subprocess.Popen(
-            [
-                str(CHROMIUM),
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                f"--user-data-dir={profile}",
-                "--window-size=1200,1000",
-                "--remote-debugging-pipe",
-                "about:blank",
-            ],
+            chromium.argv(profile, "--remote-debugging-pipe", "about:blank"),
             pass_fds=(3, 4),
             preexec_fn=fds,  # noqa: PLW1509 - two dup2 calls, no locks taken
             stdout=subprocess.DEVNULL,
@@ -274,19 +258,18 @@ class DevTools:
 
 def first_paint(url: str) -> tuple[float, float, float]:
     """(median FCP, median first render, cold FCP) in ms over LOADS loads after a warm-up."""
-    profile = Path(tempfile.mkdtemp(prefix="swarmd-bench-chromium-"))
-    tools = DevTools(profile)
-    try:
-        tools.open_page()
-        cold, _, state = tools.load(url)
-        if state != "running":
-            raise SystemExit(
-                f"the page shows state {state!r}, not the served 'running'"
-            )
-        runs = [tools.load(url) for _ in range(LOADS)]
-    finally:
-        tools.close()
-        shutil.rmtree(profile, ignore_errors=True)
+    with chromium.profile_dir() as profile:
+        tools = DevTools(profile)
+        try:
+            tools.open_page()
+            cold, _, state = tools.load(url)
+            if state != "running":
+                raise SystemExit(
+                    f"the page shows state {state!r}, not the served 'running'"
+                )
+            runs = [tools.load(url) for _ in range(LOADS)]
+        finally:
+            tools.close()
     return (
         statistics.median(r[0] for r in runs),
         statistics.median(r[1] for r in runs),
@@ -316,7 +299,7 @@ def main() -> None:
             f"/api/status: median {status_ms:.2f} ms, p95 {status_p95:.2f} ms, {status_bytes} bytes"
         )
         print(f"/: median {page_ms:.2f} ms")
-        if CHROMIUM.exists():
+        if chromium.available():
             fcp, render, cold = first_paint(base)
             print(
                 f"chromium: first contentful paint median {fcp:.0f} ms (cold {cold:.0f} ms), "
@@ -325,7 +308,7 @@ def main() -> None:
             paint = f"first_paint_ms={fcp:.0f} first_render_ms={render:.0f} cold_first_paint_ms={cold:.0f}"
         else:
             print(
-                f"chromium: {CHROMIUM} absent, first paint not measured (apt-get install -y chromium)"
+                f"chromium: {chromium.ABSENT_REASON}, first paint not measured"
             )
             paint = "first_paint_ms=nan first_render_ms=nan cold_first_paint_ms=nan"
     finally:

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,17 +31,24 @@ def toml_list(argv: Sequence[str]) -> str:
     return "[" + ", ".join(json.dumps(a, ensure_ascii=False) for a in argv) + "]"
 
 
+def config_head(argv: Sequence[str]) -> str:
+    """How every test and benchmark config starts: the trainer, run in the config's
+    directory, and the start of [logs] (files under logs/ there)."""
+    return (
+        'state_dir = "state"\n'
+        "[trainer]\n"
+        f"command = {toml_list(argv)}\n"
+        'cwd = "."\n'
+        "stop_timeout = 2\n"
+        "[logs]\n"
+        'dir = "logs"\n'
+    )
+
+
 def write_config(tmp: Path, argv: Sequence[str], extra: str = "", restart: str = "", health: str = "") -> Path:
     """A monitor.toml for tests: fast back-off, small logs, no console."""
     text = f"""
-state_dir = "state"
-[trainer]
-command = {toml_list(argv)}
-cwd = "."
-stop_timeout = 2
-[logs]
-dir = "logs"
-max_bytes = 1048576
+{config_head(argv)}max_bytes = 1048576
 keep = 50
 compress = false
 console = false
@@ -60,23 +67,48 @@ min_interval = 0.1
     return path
 
 
+NOTIFY_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+
+
+def daemon_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Our environment without systemd's notify variables (a runner started by systemd
+    must not make the daemon under test talk to the runner's manager), plus `env`."""
+    out = {k: v for k, v in os.environ.items() if k not in NOTIFY_VARS}
+    out.update(env or {})
+    return out
+
+
+def swarmd_run(config: Path, wrap: Sequence[str] = ()) -> list[str]:
+    """argv of the real daemon on `config`; `wrap` prefixes it (e.g. a shell that execs)."""
+    return [*wrap, sys.executable, "-m", "swarmd", "run", "--config", str(config), "--no-console"]
+
+
 class Daemon:
-    def __init__(self, tmp: Path, config: Path) -> None:
+    """`env` is added to the daemon's environment (e.g. the NOTIFY_SOCKET / WATCHDOG_USEC
+    systemd would set); `wrap` prefixes its command line (e.g. a shell that execs it)."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        config: Path,
+        env: Mapping[str, str] | None = None,
+        wrap: Sequence[str] = (),
+    ) -> None:
         self.tmp = tmp
         self.config = config
         self.monitor_log = tmp / "logs" / "monitor.log"
         self.trainer_log = tmp / "logs" / "trainer.log"
         self.stderr_path = tmp / "swarmd.stderr"
         self._stderr = self.stderr_path.open("wb")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        env.pop("NOTIFY_SOCKET", None)
+        self.started_mono = time.monotonic()
+        self.started_wall = time.time()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "swarmd", "run", "--config", str(config), "--no-console"],
+            swarmd_run(config, wrap),
             cwd=tmp,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
             start_new_session=True,
-            env=env,
+            env=daemon_env({"PYTHONUNBUFFERED": "1", **(env or {})}),
         )
         self.ps = psutil.Process(self.proc.pid)
 

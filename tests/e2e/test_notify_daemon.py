@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import shutil
 import signal
 import socket
@@ -25,7 +24,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 
 from tests.e2e.daemon import Daemon, fake, write_config
@@ -124,52 +122,6 @@ class NotifyListener:
         self._sock.close()
 
 
-class NotifiedDaemon(Daemon):
-    """tests.e2e.daemon.Daemon, but started with the notify variables systemd sets.
-
-    `wrap` prefixes the command line (e.g. a shell that sets WATCHDOG_PID=$$ and execs,
-    which is what systemd's environment looks like to the main process).
-    """
-
-    def __init__(
-        self,
-        tmp: Path,
-        config: Path,
-        notify_env: Mapping[str, str],
-        wrap: Sequence[str] = (),
-    ) -> None:
-        self.tmp = tmp
-        self.config = config
-        self.monitor_log = tmp / "logs" / "monitor.log"
-        self.trainer_log = tmp / "logs" / "trainer.log"
-        self.stderr_path = tmp / "swarmd.stderr"
-        self._stderr = self.stderr_path.open("wb")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        for key in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
-            env.pop(key, None)
-        env.update(notify_env)
-        self.started_mono = time.monotonic()
-        self.started_wall = time.time()
-        self.proc = subprocess.Popen(
-            [
-                *wrap,
-                sys.executable,
-                "-m",
-                "swarmd",
-                "run",
-                "--config",
-                str(config),
-                "--no-console",
-            ],
-            cwd=tmp,
-            stdout=subprocess.DEVNULL,
-            stderr=self._stderr,
-            start_new_session=True,
-            env=env,
-        )
-        self.ps = psutil.Process(self.proc.pid)
-
-
 @pytest.fixture(name="sock_dir")
 def _sock_dir(tmp_path: Path) -> Iterator[Path]:
     """A directory short enough for an AF_UNIX path (108 bytes, NUL included)."""
@@ -191,8 +143,8 @@ def _listener(sock_dir: Path) -> Iterator[NotifyListener]:
 
 
 @pytest.fixture(name="start")
-def _start(tmp_path: Path) -> Iterator[Callable[..., NotifiedDaemon]]:
-    started: list[NotifiedDaemon] = []
+def _start(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    started: list[Daemon] = []
 
     def start(
         listener: NotifyListener,
@@ -200,11 +152,11 @@ def _start(tmp_path: Path) -> Iterator[Callable[..., NotifiedDaemon]]:
         watchdog_usec: int | None = WATCHDOG_USEC,
         wrap: Sequence[str] = (),
         extra_env: Mapping[str, str] | None = None,
-    ) -> NotifiedDaemon:
+    ) -> Daemon:
         env = {"NOTIFY_SOCKET": listener.env_value, **(extra_env or {})}
         if watchdog_usec is not None:
             env["WATCHDOG_USEC"] = str(watchdog_usec)
-        d = NotifiedDaemon(tmp_path, write_config(tmp_path, argv), env, wrap)
+        d = Daemon(tmp_path, write_config(tmp_path, argv), env=env, wrap=wrap)
         started.append(d)
         return d
 
@@ -244,7 +196,7 @@ def wait_file(path: Path, timeout: float = 20.0) -> str:
 
 
 def test_ready_is_sent_after_the_first_progress_line_not_at_spawn(
-    tmp_path: Path, listener: NotifyListener, start: Callable[..., NotifiedDaemon]
+    tmp_path: Path, listener: NotifyListener, start: Callable[..., Daemon]
 ) -> None:
     """A trainer silent for 1.5 s after spawn: READY=1 arrives only after its first progress line."""
     argv, _, marker = slow_start(tmp_path)
@@ -263,7 +215,7 @@ def test_ready_is_sent_after_the_first_progress_line_not_at_spawn(
 
 
 def test_trainer_environment_has_no_notify_variables(
-    tmp_path: Path, listener: NotifyListener, start: Callable[..., NotifiedDaemon]
+    tmp_path: Path, listener: NotifyListener, start: Callable[..., Daemon]
 ) -> None:
     """The trainer inherits swarmd's environment minus NOTIFY_SOCKET, WATCHDOG_USEC and WATCHDOG_PID."""
     argv, env_file, _ = slow_start(tmp_path, delay=0.0)
@@ -275,7 +227,7 @@ def test_trainer_environment_has_no_notify_variables(
 
 
 def test_watchdog_pings_arrive_every_half_watchdog_usec(
-    listener: NotifyListener, start: Callable[..., NotifiedDaemon]
+    listener: NotifyListener, start: Callable[..., Daemon]
 ) -> None:
     """WATCHDOG_USEC=1 s: WATCHDOG=1 arrives about every 0.5 s, never close to the 1 s kill."""
     start(listener, progress())
@@ -292,7 +244,7 @@ def test_watchdog_pings_arrive_every_half_watchdog_usec(
 
 
 def test_status_lines_carry_state_round_and_restart_count(
-    listener: NotifyListener, start: Callable[..., NotifiedDaemon]
+    listener: NotifyListener, start: Callable[..., Daemon]
 ) -> None:
     """STATUS= follows the state machine: starting, running with the round, then the restart count after one."""
     d = start(listener, progress())
@@ -322,7 +274,7 @@ def test_status_lines_carry_state_round_and_restart_count(
 
 
 def test_sighup_sends_reloading_with_monotonic_usec_then_ready(
-    listener: NotifyListener, start: Callable[..., NotifiedDaemon]
+    listener: NotifyListener, start: Callable[..., Daemon]
 ) -> None:
     """SIGHUP: RELOADING=1 with MONOTONIC_USEC on CLOCK_MONOTONIC, then READY=1 once the reload is done."""
     d = start(listener, progress())
@@ -343,7 +295,7 @@ def test_sighup_sends_reloading_with_monotonic_usec_then_ready(
 
 
 def test_sigterm_sends_stopping_before_the_daemon_exits(
-    listener: NotifyListener, start: Callable[..., NotifiedDaemon]
+    listener: NotifyListener, start: Callable[..., Daemon]
 ) -> None:
     """SIGTERM: STOPPING=1 arrives, then swarmd exits 0."""
     d = start(listener, progress())
@@ -358,7 +310,7 @@ def test_sigterm_sends_stopping_before_the_daemon_exits(
 
 
 def test_abstract_namespace_socket_gets_ready_and_watchdog(
-    start: Callable[..., NotifiedDaemon],
+    start: Callable[..., Daemon],
 ) -> None:
     """NOTIFY_SOCKET=@name (Linux abstract namespace) works like a path socket."""
     listener = NotifyListener("\0swarmd-test-" + uuid.uuid4().hex)
@@ -372,7 +324,7 @@ def test_abstract_namespace_socket_gets_ready_and_watchdog(
 
 
 def test_watchdog_pid_of_the_daemon_itself_enables_pings(
-    listener: NotifyListener, start: Callable[..., NotifiedDaemon]
+    listener: NotifyListener, start: Callable[..., Daemon]
 ) -> None:
     """WATCHDOG_PID equal to swarmd's own pid (as systemd sets it) keeps the watchdog on."""
     wrap = ["sh", "-c", 'export WATCHDOG_PID=$$; exec "$0" "$@"']
@@ -385,7 +337,7 @@ def test_watchdog_pid_of_the_daemon_itself_enables_pings(
 
 
 def test_watchdog_pid_of_another_process_disables_pings(
-    listener: NotifyListener, start: Callable[..., NotifiedDaemon]
+    listener: NotifyListener, start: Callable[..., Daemon]
 ) -> None:
     """WATCHDOG_PID naming another process means the watchdog is not ours: no WATCHDOG=1."""
     start(listener, progress(), extra_env={"WATCHDOG_PID": "1"})
@@ -400,7 +352,7 @@ def test_watchdog_pid_of_another_process_disables_pings(
 
 
 def test_lost_notify_socket_is_logged_once_and_supervision_goes_on(
-    sock_dir: Path, start: Callable[..., NotifiedDaemon]
+    sock_dir: Path, start: Callable[..., Daemon]
 ) -> None:
     """systemd's socket vanishes: one sd_notify_failed event, the trainer keeps running, and a new socket is used again."""
     path = str(sock_dir / "lost.sock")

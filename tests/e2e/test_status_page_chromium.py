@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,20 +17,18 @@ import pytest
 
 from swarmd.metrics import Metrics
 from swarmd.web import WebServer
+from tests.e2e import chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = [
     pytest.mark.e2e,
-    pytest.mark.skipif(
-        not CHROMIUM.exists(),
-        reason="/usr/bin/chromium is absent (apt-get install -y chromium)",
-    ),
+    pytest.mark.skipif(not chromium.available(), reason=chromium.ABSENT_REASON),
 ]
 
 EVIDENCE = "hivemind.p2p.P2PDaemonError: <script>document.title='pwned'</script>"
 T0 = 1_700_000_000.0
+WINDOW = "1200,900"
 
 
 def snapshot(state: str, restarts: int, **over: Any) -> dict[str, Any]:
@@ -91,29 +88,6 @@ def serve(snap_fn: Script) -> Iterator[str]:
         server.stop()
 
 
-def chromium(tmp_path: Path, url: str, *extra: str, budget_ms: int = 3000) -> str:
-    profile = tmp_path / f"profile-{len(list(tmp_path.iterdir()))}"
-    argv = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",  # tests run as root in CI containers
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--window-size=1200,900",
-        f"--virtual-time-budget={budget_ms}",
-        *extra,
-        url,
-    ]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"chromium rc={proc.returncode}: {proc.stderr[-2000:]}"
-    return proc.stdout
-
-
 @pytest.fixture(name="restart_url")
 def _restart_url() -> Iterator[str]:
     # call 0: the page itself; 1: first poll (running); 2: backoff after a restart
@@ -131,10 +105,10 @@ def _restart_url() -> Iterator[str]:
         yield url
 
 
-def test_page_follows_running_backoff_running(tmp_path: Path, restart_url: str) -> None:
+def test_page_follows_running_backoff_running(restart_url: str) -> None:
     """The page shows running, then the backoff after a restart, then running with one
     restart counted, and renders the evidence line as text, not markup."""
-    dom = chromium(tmp_path, restart_url, "--dump-dom", budget_ms=8000)
+    dom = chromium.run(restart_url, "--dump-dom", budget_ms=8000, window_size=WINDOW)
     assert '<span id="state" class="badge state-running">running</span>' in dom, dom
     assert '<div class="value" id="restarts">1</div>' in dom, dom
     assert "running → backoff" in dom, dom
@@ -156,7 +130,7 @@ def test_screenshot_reads_well(tmp_path: Path) -> None:
     )
     shot = tmp_path / "status_page.png"
     with serve(Script([busy])) as url:
-        chromium(tmp_path, url, f"--screenshot={shot}")
+        chromium.run(url, f"--screenshot={shot}", window_size=WINDOW)
     assert shot.stat().st_size > 10_000
     out = REPO / "benchmarks" / "out"
     out.mkdir(parents=True, exist_ok=True)

@@ -19,11 +19,12 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.e2e import chromium
 from tests.e2e.daemon import REPO, Daemon, fake, write_config
 
 pytestmark = [pytest.mark.e2e]
 
-CHROMIUM = Path("/usr/bin/chromium")
+BUDGET_MS = 2500  # Chromium virtual time per page load
 WEB = "[web]\nenabled = true\nport = 0\n"
 P2PD_ERROR = "hivemind.p2p.p2p_daemon_bindings.utils.P2PDaemonError: Daemon failed to start in 15.0 seconds"
 
@@ -221,34 +222,7 @@ def test_metrics_count_restarts_by_reason_and_lines(
     assert after[("swarmd_state", (("state", "running"),))] == 1.0
 
 
-def chromium(tmp_path: Path, url: str, *extra: str, budget_ms: int = 2500) -> str:
-    """One headless Chromium run (flags as in test_status_page_chromium.py, which work as root)."""
-    profile = tmp_path / f"profile-{time.monotonic_ns()}"
-    argv = [
-        str(CHROMIUM),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={profile}",
-        "--window-size=1200,1000",
-        f"--virtual-time-budget={budget_ms}",
-        *extra,
-        url,
-    ]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"chromium rc={proc.returncode}: {proc.stderr[-2000:]}"
-    return proc.stdout
-
-
-@pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="/usr/bin/chromium is absent (apt-get install -y chromium)",
-)
+@pytest.mark.skipif(not chromium.available(), reason=chromium.ABSENT_REASON)
 def test_page_in_chromium_shows_the_state_and_the_new_restart_count(
     tmp_path: Path, start: Callable[..., tuple[Daemon, str]]
 ) -> None:
@@ -266,7 +240,7 @@ def test_page_in_chromium_shows_the_state_and_the_new_restart_count(
         )
     )
     d.state("running")
-    before = chromium(tmp_path, url, "--dump-dom")
+    before = chromium.run(url, "--dump-dom", budget_ms=BUDGET_MS)
     assert '<span id="state" class="badge state-running">running</span>' in before, (
         before[-3000:]
     )
@@ -280,14 +254,14 @@ def test_page_in_chromium_shows_the_state_and_the_new_restart_count(
         url + "api/status",
         lambda s: s.get("state") == "running" and s.get("restarts") == 1,
     )
-    after = chromium(tmp_path, url, "--dump-dom")
+    after = chromium.run(url, "--dump-dom", budget_ms=BUDGET_MS)
     assert '<span id="state" class="badge state-running">running</span>' in after, (
         after[-3000:]
     )
     assert '<div class="value" id="restarts">1</div>' in after
     assert "<td>control:restart</td>" in after
     shot = tmp_path / "status_page_daemon.png"
-    chromium(tmp_path, url, f"--screenshot={shot}")
+    chromium.run(url, f"--screenshot={shot}", budget_ms=BUDGET_MS)
     assert shot.stat().st_size > 10_000
     out = REPO / "benchmarks" / "out"
     out.mkdir(parents=True, exist_ok=True)

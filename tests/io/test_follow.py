@@ -11,19 +11,9 @@ import pytest
 
 from swarmd.clock import SystemClock
 from swarmd.follow import FileFollower
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.io
-
-
-def wait_until(
-    pred: Callable[[], bool], timeout: float, describe: Callable[[], str]
-) -> None:
-    """Poll `pred` until true; on timeout fail with what was last seen."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s: {describe()}")
-        time.sleep(0.01)
 
 
 class Seen:
