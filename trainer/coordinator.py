@@ -41,6 +41,12 @@ class Coordinator(Protocol):
 
     def submit_reward(self, round: int, stage: int, reward: float, peer_id: str) -> None: ...
 
+    def resume_from(self, round: int) -> None:
+        """The node resumed from its checkpoint of `round`. A clock that must start afresh
+        (no peer holds one: the whole swarm restarted) starts there, not at round 0,
+        where the node would idle `round` rounds. A chain clock ignores it."""
+        ...
+
 
 def schedule_position(t0: float, now: float, round_seconds: float, stages: int) -> tuple[int, int, float]:
     """(round, stage, seconds until the next stage) of the fixed schedule anchored at t0."""
@@ -76,6 +82,7 @@ class DhtCoordinator:
         self.republish_every = republish_every
         self._t0: float | None = None
         self._published_at = -math.inf
+        self._resume_round = 0
 
     @property
     def clock_key(self) -> str:
@@ -88,7 +95,10 @@ class DhtCoordinator:
         seen = [t for t in (_anchor_value(v) for v in self.board.get(self.clock_key, self.timeout).values()) if t is not None]
         if self._t0 is not None:
             seen.append(self._t0)
-        t0 = min((t for t in seen if t <= now + 1.0), default=now)  # ignore anchors in the future
+        # Ignore anchors in the future. A new clock starts at our checkpoint's round; a
+        # live swarm's anchor (at or past that round, which came from it) is older, so
+        # min() still prefers it and a restarted node never drags the swarm forward.
+        t0 = min((t for t in seen if t <= now + 1.0), default=now - self._resume_round * self.round_seconds)
         if t0 != self._t0 or now - self._published_at >= self.republish_every:
             payload = json.dumps({"t0": t0, "round_seconds": self.round_seconds, "stages": self.stages}).encode()
             self.board.put(self.clock_key, self.peer_id, payload, self.ttl)
@@ -104,6 +114,9 @@ class DhtCoordinator:
         if self._t0 is None:
             return None
         return schedule_position(self._t0, self.wall(), self.round_seconds, self.stages)[2]
+
+    def resume_from(self, round: int) -> None:
+        self._resume_round = max(0, round)
 
     def submit_reward(self, round: int, stage: int, reward: float, peer_id: str) -> None:
         """Best effort (W18: reporting never crashes training)."""

@@ -78,6 +78,7 @@ class SwarmDht:
         self.max_wait = max_wait
         self.sleep = sleep
         self._dht: Any = None
+        self._sockets: list[Path] = []
         self.starts = 0
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -113,6 +114,7 @@ class SwarmDht:
             _shutdown_quietly(dht)
             raise
         self._dht = dht
+        self._sockets = _own_p2pd_sockets(self.identity_path)
         self.starts += 1
         say(f"DHT started: peer {dht.peer_id}, listening on {' '.join(self.visible_maddrs())}")
 
@@ -134,6 +136,8 @@ class SwarmDht:
         if dht is not None:
             _shutdown_quietly(dht)
         clean_stale_p2pd(self.identity_path)
+        sockets, self._sockets = self._sockets, []
+        _remove_dead_sockets(sockets)
 
     @property
     def alive(self) -> bool:
@@ -325,6 +329,43 @@ def clean_stale_p2pd(identity_path: Path, timeout: float = 5.0) -> list[int]:
     pids = [v.pid for v in victims]
     say(f"cleaned stale p2pd holding our identity: pids {pids}")
     return pids
+
+
+def _listen_sockets(cmdline: list[str]) -> list[Path]:
+    """A p2pd's `-listen=/unix<path>` socket and hivemind's client socket beside it."""
+    out = []
+    for arg in cmdline:
+        if arg.startswith("-listen=/unix/"):
+            path = Path(arg.removeprefix("-listen=/unix"))
+            out += [path, path.with_name(path.name.replace("hivemind-p2pd-", "hivemind-p2pclient-", 1))]
+    return out
+
+
+def _own_p2pd_sockets(identity_path: Path) -> list[Path]:
+    """Sockets of the p2pd our DHT process just started (found among our descendants)."""
+    flag = f"-id={identity_path}"
+    try:
+        procs = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+    return [path for p in procs if flag in (cmd := _cmdline(p)) for path in _listen_sockets(cmd)]
+
+
+def _remove_dead_sockets(paths: Sequence[Path]) -> None:
+    """Remove the sockets of our p2pd once it is gone. hivemind removes them on a clean
+    shutdown only: a p2pd that was killed leaves its socket in /tmp for good."""
+    if not paths:
+        return
+    in_use = {path for p in psutil.process_iter(["name"]) if p.info.get("name") == "p2pd"
+              for path in _listen_sockets(_cmdline(p))}
+    removed = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            if path not in in_use and path.is_socket():
+                path.unlink()
+                removed.append(str(path))
+    if removed:
+        say(f"removed sockets of our dead p2pd: {' '.join(removed)}")
 
 
 def _cmdline(proc: psutil.Process) -> list[str]:

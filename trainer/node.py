@@ -149,6 +149,7 @@ class Node:
         if resumed is not None:
             self.done = self.saved = resumed
             self.status.round, self.status.stage = resumed
+            self.coordinator.resume_from(resumed[0])
             self.say(f"Resumed from checkpoint: round {resumed[0]} stage {resumed[1]}")
         self.beat("starting")
         attempt = 0
