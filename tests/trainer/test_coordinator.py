@@ -94,3 +94,22 @@ def test_reward_is_published_under_round_key_with_peer_subkey() -> None:
     board = LocalBoard(clock.wall)
     _coord(board, "A", clock).submit_reward(4, 0, 0.5, "A")
     assert board.get("ns:rewards:4:0", 1.0) == {"A": b'{"reward": 0.5}'}
+
+
+def test_fresh_clock_starts_at_the_resumed_checkpoint_round() -> None:
+    """A whole swarm restarted: the node resuming at round 40 does not idle through 40 rounds."""
+    clock = FakeClock()
+    node = _coord(LocalBoard(clock.wall), "A", clock)
+    node.resume_from(40)
+    assert node.current_round() == (40, 0)
+
+
+def test_live_swarm_clock_wins_over_a_resumed_node() -> None:
+    """A node restarted alone joins the swarm's round, never drags it forward to its checkpoint."""
+    clock = FakeClock()
+    board = LocalBoard(clock.wall)
+    _coord(board, "A", clock).current_round()  # the swarm's clock, anchored now
+    clock.advance(90.0)
+    restarted = _coord(board, "B", clock)
+    restarted.resume_from(40)
+    assert restarted.current_round() == (3, 0)
