@@ -96,6 +96,15 @@ _BUILTINS: tuple[tuple[str, str, Verdict, str, tuple[str, ...]], ...] = (
     ("already_finished_round",
      rf"Already finished round:?\s*(?P<round>{_INT})\b(?:.{{0,200}}?Next check in\s*(?P<wait_seconds>{_NUM})\s*s)?",
      _V.HEALTHY_IDLE, "round_wait", ("already finished round",)),
+    # Our trainer's own DHT recovery (trainer/dht.py): it retries and reconnects in
+    # place by itself, so these are noted, not acted on; only the error after the last
+    # retry (hivemind's own exception) is a fault.
+    ("dht_start_retry",
+     rf"DHT start attempt {_INT}/{_INT} failed\b.{{0,2000}}?retrying in",
+     _V.TRANSIENT_IGNORE, "dht_retry", ("dht start attempt",)),
+    ("dht_reconnect_in_place",
+     r"Reconnecting DHT in place|reconnecting the DHT in place|\bDHT reconnected\b",
+     _V.TRANSIENT_IGNORE, "dht_reconnect", ("reconnecting dht", "reconnecting the dht", "dht reconnected")),
     ("round_fetch_retry",
      rf"Could not fetch round and stage\b.{{0,2000}}?Next check in\s*(?P<wait_seconds>{_NUM})\s*s",
      _V.HEALTHY_IDLE, "round_wait", ("could not fetch round",)),

@@ -190,9 +190,10 @@ def probe_target() -> Iterator[ProbeTarget]:
 OUTAGE_S = 3.0
 
 
-def network_down(f: Fault) -> Report:
-    """The probe target stops answering for a while: `degraded`, nothing restarts, the
-    same trainer keeps running; when it answers again, `running` (network_up)."""
+def network_down(f: Fault, outage_s: float = OUTAGE_S) -> Report:
+    """The probe target stops answering for `outage_s`: `degraded`, nothing restarts (no
+    stall verdict either, though stall_after is far shorter), the same trainer keeps
+    running; when it answers again, `running` (network_up)."""
     with probe_target() as net:
         f.start(node_argv(f.tmp), extra=net.probes_toml())
         f.running()
@@ -202,7 +203,7 @@ def network_down(f: Fault) -> Report:
         degraded = _after(f, f.inject_at, lambda e: e.get("event") == "state_changed" and e.get("to") == "degraded")
         assert degraded["reason"] == "network_down"
         f.detected(degraded)
-        time.sleep(OUTAGE_S)
+        time.sleep(outage_s)
         assert not _decisions(f), f"no action while the network is down: {_decisions(f)}"
         assert pid_alive(pid)
         net.up()

@@ -567,3 +567,19 @@ def test_many_boring_lines_give_no_signal(clf: Classifier) -> None:
         for i in range(20_000)
     ]
     assert [s for s in map(clf.classify, lines) if s is not None] == []
+
+
+@pytest.mark.parametrize(
+    ("line", "kind"),
+    [
+        ("INFO:trainer.dht:DHT start attempt 1/5 failed (P2PDaemonError: Daemon failed to start in 15.0 seconds); retrying in 2.0s", "dht_retry"),
+        ("INFO:trainer.dht:Reconnecting DHT in place (same identity)", "dht_reconnect"),
+        ("INFO:trainer.node:idle earnest leopard:SIGUSR1: reconnecting the DHT in place", "dht_reconnect"),
+        ("INFO:trainer.dht:DHT reconnected", "dht_reconnect"),
+    ],
+)
+def test_trainer_own_dht_recovery_lines_are_noted_not_acted_on(line: str, kind: str) -> None:
+    """The trainer retries and reconnects by itself: its retry lines never trigger a restart, even quoting P2PDaemonError."""
+    sig = Classifier().classify(line)
+    assert sig is not None
+    assert (sig.kind, sig.verdict) == (kind, Verdict.TRANSIENT_IGNORE)
