@@ -77,7 +77,6 @@ def _parser() -> argparse.ArgumentParser:
 
 # -- run ------------------------------------------------------------------------------------
 def _run(args: argparse.Namespace) -> int:
-    from swarmd.capture import RotatingLog
     from swarmd.clock import SystemClock
     from swarmd.config import load
     from swarmd.control import ControlServer
@@ -85,6 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     from swarmd.metrics import Metrics
     from swarmd.notify import Notifier
     from swarmd.process import PosixSpawner
+    from swarmd.rotating import RotatingLog
     from swarmd.signal_bridge import install
     from swarmd.supervisor import Supervisor
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from swarmd import __version__
 from swarmd.backoff import Backoff
-from swarmd.capture import PipeCapture, RotatingLog
+from swarmd.capture import PipeCapture
 from swarmd.classify import Classifier, build_rules
 from swarmd.clock import Clock
 from swarmd.config import Config, load
@@ -56,6 +56,7 @@ from swarmd.process import (
     sweep_orphans,
 )
 from swarmd.redact import redact_bytes, redact_text
+from swarmd.rotating import RotatingLog
 from swarmd.signal_bridge import OsSignal
 
 TICK = 1.0

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import structlog
 
-from swarmd.capture import RotatingLog
 from swarmd.cli import format_event
 from swarmd.logs import configure, get_logger
+from swarmd.rotating import RotatingLog
 
 pytestmark = pytest.mark.io
 
