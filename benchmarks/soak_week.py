@@ -53,8 +53,9 @@ from swarmd.config import (
     WebConfig,
 )
 from swarmd.domain import ProbeResult, Signal, State, Verdict
+from swarmd.events import LineSeen, ProbeDone
 from swarmd.metrics import Metrics
-from swarmd.supervisor import LineSeen, ProbeDone, Supervisor
+from swarmd.supervisor import Supervisor
 from tests.fakes.doubles import FakeChild, FakeSpawner
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "failures"

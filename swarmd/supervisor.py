@@ -29,11 +29,13 @@ from swarmd import __version__
 from swarmd.backoff import Backoff
 from swarmd.capture import PipeCapture
 from swarmd.classify import Classifier, build_rules
+from swarmd.cleanup import end_leftover_tree, find_leftover_tree, stop_and_clean
 from swarmd.clock import Clock
 from swarmd.config import Config, load
 from swarmd.control import ControlRequest
-from swarmd.domain import Action, Decision, Health, ProbeResult, Signal, State, Verdict
+from swarmd.domain import Action, Decision, Health, ProbeResult, State, Verdict
 from swarmd.errors import ConfigError, SpawnError
+from swarmd.events import ChildDown, ChildExited, LineSeen, ProbeDone
 from swarmd.follow import FileFollower
 from swarmd.heartbeat import Heartbeat, read_heartbeat
 from swarmd.metrics import Metrics
@@ -45,59 +47,20 @@ from swarmd.process import (
     PidFile,
     ProcRef,
     Spawner,
-    find_leftover,
-    is_alive,
-    listening_ports,
-    p2pd_sockets,
-    ports_free,
-    remove_stale_sockets,
     snapshot_tree,
-    stop_group,
-    sweep_orphans,
 )
 from swarmd.redact import redact_bytes, redact_text
 from swarmd.rotating import RotatingLog
 from swarmd.signal_bridge import OsSignal
 
 TICK = 1.0
-_CAPTURE_GRACE = 2.0
-_EXIT_EVIDENCE_WAIT = 0.25  # after an exit, wait this long at most for the pipe's EOF  # after the group is gone, wait this long for the pipe's EOF
+_CAPTURE_GRACE = 2.0  # after the group is gone, wait this long for the pipe's EOF
+_EXIT_EVIDENCE_WAIT = 0.25  # after an exit, wait this long at most for the pipe's EOF
 _HISTORY = 500  # restarts / rewards kept for the status page
 _FRAME_COALESCE = 0.25
 # Start-up chatter is activity, but not proof that the node trains (READY waits for more).
 _NOT_READY_KINDS = frozenset({"startup"})
 _LIVE = (State.STARTING, State.RUNNING, State.DEGRADED, State.RECONNECTING)
-
-
-# -- events (posted by other threads, consumed by the loop) ---------------------------------
-@dataclass(frozen=True, slots=True)
-class LineSeen:
-    gen: int
-    signal: Signal
-    t: float  # monotonic time the reader got the line
-    source: str
-
-
-@dataclass(frozen=True, slots=True)
-class ChildExited:
-    gen: int
-    returncode: int
-
-
-@dataclass(frozen=True, slots=True)
-class ChildDown:
-    """The stop worker finished: group ended, orphans swept, sockets cleaned."""
-
-    gen: int
-    returncode: int | None
-    escalated: bool
-    orphans: int
-    sockets: int
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeDone:
-    result: ProbeResult
 
 
 @dataclass(slots=True)
@@ -636,44 +599,27 @@ class Supervisor:
         threading.Thread(target=self._stop_worker, args=(run,), name=f"stopper-{run.gen}", daemon=True).start()
 
     def _stop_worker(self, run: _Run) -> None:
-        """Off the loop: TERM -> wait -> KILL the group, sweep orphans, clean sockets."""
-        refs = list(run.refs.values())  # recorded by the loop, last in _begin_stop
-        ports = listening_ports(refs)  # while the tree still holds them
-        result = stop_group(run.child, self.config.trainer.stop_timeout, log=self.log)
-        ended = sweep_orphans(refs, self.config.trainer.stop_timeout)
-        removed = remove_stale_sockets(p2pd_sockets(refs))
-        if ports and not ports_free(ports, self.config.trainer.stop_timeout):
-            self.log.warning("ports_still_busy", ports=sorted(ports), fix="another process holds the trainer's ports")
+        """Off the loop: stop and clean up the tree, then tell the loop."""
+        # run.refs was recorded by the loop, last in _begin_stop.
+        result = stop_and_clean(run.child, list(run.refs.values()), self.config.trainer.stop_timeout, self.log)
         run.capture.stop(_CAPTURE_GRACE)
-        self.events.put(ChildDown(run.gen, result.returncode, result.escalated, len(ended), len(removed)))
+        self.events.put(ChildDown(run.gen, result.returncode, result.escalated, result.orphans, result.sockets))
 
     def _end_leftover(self) -> None:
         """The trainer tree a swarmd killed -9 left behind: end it before starting
-        another, so one identity never runs twice (the trainer itself, or the p2pd and
-        DHT processes that outlived it)."""
-        record = self._pidfile.read()
-        if record is None:
+        another, so one identity never runs twice."""
+        found = find_leftover_tree(self._pidfile)
+        if found is None:
             return
-        leftover = find_leftover(record)
-        refs = {(r.pid, r.create_time): r for r in self._pidfile.read_tree() if is_alive(r)}
-        if leftover is not None:
-            refs.update({(r.pid, r.create_time): r for r in snapshot_tree(leftover.pid) or [leftover]})
-        if not refs:
-            self._pidfile.remove()
-            return
+        pid, refs = found
         self._log_event(
             "leftover_trainer_found",
-            pid=leftover.pid if leftover else None,
-            processes=sorted(r.pid for r in refs.values()),
+            pid=pid,
+            processes=sorted(r.pid for r in refs),
             action="ending them before starting a new trainer",
         )
-        if leftover is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(leftover.pid, signal.SIGTERM)
-                os.killpg(leftover.pid, signal.SIGCONT)  # a stopped leftover holds TERM pending
-        ended = sweep_orphans(list(refs.values()), self.config.trainer.stop_timeout)
-        remove_stale_sockets(p2pd_sockets(refs.values()))
-        self._log_event("leftover_trainer_ended", processes=len(ended))
+        ended = end_leftover_tree(pid, refs, self.config.trainer.stop_timeout)
+        self._log_event("leftover_trainer_ended", processes=ended)
         self._pidfile.remove()
 
     # -- helpers ---------------------------------------------------------------------------------------

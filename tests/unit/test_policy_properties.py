@@ -27,9 +27,10 @@ from swarmd.clock import FakeClock
 from swarmd.config import RestartConfig
 from swarmd.control import ControlRequest
 from swarmd.domain import ProbeResult, Signal, State, Verdict
+from swarmd.events import LineSeen, ProbeDone
 from swarmd.metrics import Metrics
 from swarmd.signal_bridge import OsSignal
-from swarmd.supervisor import LineSeen, ProbeDone, Supervisor
+from swarmd.supervisor import Supervisor
 from tests.fakes.doubles import FakeSpawner
 from tests.unit.test_supervisor import make_config
 

@@ -30,9 +30,10 @@ from swarmd.config import (
 )
 from swarmd.domain import Signal, State, Verdict
 from swarmd.errors import NotFound
+from swarmd.events import ChildDown, ChildExited, LineSeen
 from swarmd.metrics import Metrics
 from swarmd.signal_bridge import OsSignal
-from swarmd.supervisor import ChildDown, ChildExited, LineSeen, Supervisor
+from swarmd.supervisor import Supervisor
 from tests.fakes.doubles import FakeSpawner
 
 
