@@ -10,6 +10,15 @@ already taken"), and starts a new one from the SAME `identity_path`, so the peer
 never changes. Start attempts are bounded and jittered (tenacity); only the last
 failure escapes, as the original hivemind exception, for swarmd to restart the node.
 
+Signed records (W22): every record this node stores (rollouts, the round clock,
+rewards) goes under the subkey `[owner:<our OpenSSH RSA public key>]`, signed by
+hivemind's `RSASignatureValidator` with the node's libp2p identity key from swarm.pem
+(the same key p2pd uses, so the signer's peer id IS the node's peer id). Every honest
+node runs the validator, so a record under someone else's owner subkey without their
+signature is refused when stored and when returned: forgeries never reach `get`.
+`get` drops records without an owner subkey and reports the rest under the signer's
+peer id; `DhtExchange` then checks the payload names that same peer.
+
 Attempt lines avoid hivemind's exception words on purpose (`P2PDaemonError`,
 `Daemon failed to start`): swarmd's classifier restarts the whole node on those, which
 must happen only once our own retries are exhausted.
@@ -18,6 +27,7 @@ must happen only once our own retries are exhausted.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import random
 import sys
@@ -28,6 +38,7 @@ from typing import Any
 
 import psutil
 import structlog
+from cryptography.hazmat.primitives import serialization
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -41,9 +52,12 @@ from trainer.exchange import (
     Board,
     decode_batch,
     encode_batch,
+    owner_subkey,
     pick_external,
     rollout_key,
+    signer_peer_id,
 )
+from trainer.identity import load_or_create, load_private_key
 from trainer.rollout import Rollout, RolloutRejected
 
 log = structlog.get_logger(__name__)
@@ -79,7 +93,11 @@ class SwarmDht:
         self.sleep = sleep
         self._dht: Any = None
         self._sockets: list[Path] = []
+        self._owner = ""  # our owner-marked subkey, set on start
+        self._own_id = ""
+        self._reported: set[str] = set()  # subkeys already logged as dropped
         self.starts = 0
+        self.unsigned_dropped = 0
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -101,8 +119,9 @@ class SwarmDht:
 
         clean_stale_p2pd(self.identity_path)
         say(f"DHT start attempt {number}/{self.attempts} (initial peers: {len(self.initial_peers)})")
+        validator = self._signer()
         kwargs: dict[str, Any] = {"host_maddrs": self.host_maddrs, "identity_path": str(self.identity_path),
-                                  "startup_timeout": self.startup_timeout}
+                                  "startup_timeout": self.startup_timeout, "record_validators": [validator]}
         if self.initial_peers:
             kwargs["initial_peers"] = self.initial_peers
         if self.announce_maddrs:
@@ -117,6 +136,23 @@ class SwarmDht:
         self._sockets = _own_p2pd_sockets(self.identity_path)
         self.starts += 1
         say(f"DHT started: peer {dht.peer_id}, listening on {' '.join(self.visible_maddrs())}")
+
+    def _signer(self) -> Any:
+        """hivemind's validator over the swarm.pem key (created first if absent, in the
+        format p2pd reads). RSAPrivateKey has no constructor taking a key; its pickle
+        state (the DER bytes) is the supported way in, as across hivemind's processes."""
+        from hivemind.dht.crypto import RSASignatureValidator
+        from hivemind.utils.crypto import RSAPrivateKey
+
+        self._own_id = load_or_create(self.identity_path).peer_id
+        der = load_private_key(self.identity_path).private_bytes(
+            serialization.Encoding.DER, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+        )
+        key = RSAPrivateKey.__new__(RSAPrivateKey)
+        key.__setstate__({"_private_key": der})
+        validator = RSASignatureValidator(key)
+        self._owner = owner_subkey(key.get_public_key().to_bytes())
+        return validator
 
     def _before_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -165,11 +201,16 @@ class SwarmDht:
     # ---- Board -----------------------------------------------------------------------
 
     def put(self, key: str, subkey: str, value: bytes, ttl: float) -> bool:
+        """Store under our signed owner subkey; `subkey` must be our own peer id (we can
+        sign only for ourselves)."""
         if not self.alive:
+            return False
+        if subkey != self._own_id:
+            log.warning("dht_store_refused", key=key, reason="subkey is not our peer id")
             return False
         from hivemind.utils import get_dht_time
 
-        fut = self._dht.store(key, value, get_dht_time() + ttl, subkey=subkey, return_future=True)
+        fut = self._dht.store(key, value, get_dht_time() + ttl, subkey=self._owner, return_future=True)
         try:
             return bool(fut.result(timeout=REQUEST_TIMEOUT))
         except Exception as exc:  # noqa: BLE001 - store failures are reported, not fatal
@@ -177,6 +218,8 @@ class SwarmDht:
             return False
 
     def get(self, key: str, timeout: float) -> dict[str, bytes]:
+        """{signer peer id: value}; hivemind has already refused badly signed records,
+        records without an owner subkey are dropped here."""
         if not self.alive:
             return {}
         fut = self._dht.get(key, latest=True, return_future=True)
@@ -191,13 +234,33 @@ class SwarmDht:
         out: dict[str, bytes] = {}
         for sub, item in value.items():
             raw = getattr(item, "value", None)
-            if isinstance(sub, str) and isinstance(raw, bytes):
-                out[sub] = raw
+            signer = signer_peer_id(sub) if isinstance(sub, str) else None
+            if signer is None:
+                self._report_unsigned(key, sub)
+            elif isinstance(raw, bytes):
+                out[signer] = raw
         return out
+
+    def _report_unsigned(self, key: str, subkey: object) -> None:
+        """One line per bad subkey, not one per gather poll. The subkey is named by a
+        digest: its text is the sender's, and words such as "P2PDaemonError" on our
+        stdout would make swarmd's classifier restart this node."""
+        self.unsigned_dropped += 1
+        text = repr(subkey)
+        label = f"#{hashlib.sha256(text.encode()).hexdigest()[:12]}, {len(text)} chars"
+        if len(self._reported) > 1024:
+            self._reported.clear()
+        if label not in self._reported:
+            self._reported.add(label)
+            say(f"dropped unsigned record under {key} (subkey {label}): no owner key")
 
 
 class DhtExchange:
-    """`RolloutExchange` over a `Board` (the DHT): one record per peer per round/stage."""
+    """`RolloutExchange` over a `Board` (the DHT): one record per peer per round/stage.
+
+    A board subkey is the record's signer (see `SwarmDht.get`), so `decode_batch`'s
+    rule "payload peer == subkey" is "payload peer == signer": a peer that signs a
+    record claiming another peer's rollouts loses that record."""
 
     def __init__(self, board: Board, peer_id: Callable[[], str], *, namespace: str,
                  ttl: float = 600.0, max_bytes: int = DEFAULT_MAX_BYTES,

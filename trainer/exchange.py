@@ -7,19 +7,35 @@ which hivemind provides for real and `LocalBoard` provides in tests, so the key 
 validation and round clock are tested in milliseconds without p2pd.
 
 The record format on the wire (one record per peer per round/stage):
-key `f"{namespace}:rollouts:{round}:{stage}"`, subkey = the publisher's peer id, value =
-UTF-8 JSON `{"v": 1, "peer": <id>, "round": R, "stage": S, "rollouts": [<rollout_to_wire>]}`
-of at most `max_bytes`. Stored as bytes (not a msgpack object) so the receiver checks
-the size BEFORE parsing (W22: 0.1.x had no cap).
+key `f"{namespace}:rollouts:{round}:{stage}"`, value = UTF-8 JSON
+`{"v": 1, "peer": <id>, "round": R, "stage": S, "rollouts": [<rollout_to_wire>]}` of at
+most `max_bytes`. Stored as bytes (not a msgpack object) so the receiver checks the size
+BEFORE parsing (W22: 0.1.x had no cap).
+
+Who published a record (W22). A `Board` maps subkey -> value where the subkey is the
+publisher's peer id as far as the board can vouch for it. On the DHT the stored subkey
+is `owner_subkey(<publisher's OpenSSH RSA key>)`: hivemind's `RSASignatureValidator`
+makes every honest node refuse such a record unless the value is signed by that key,
+and `SwarmDht.get` turns the key back into a peer id with `signer_peer_id`, so a board
+subkey IS the signer. `decode_batch` then requires the payload's peer id to equal it.
+`LocalBoard` (tests, one process) trusts its callers and does not sign; the same
+payload-peer == subkey rule still applies there.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import random
+import re
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from trainer.identity import peer_id_from_public
 from trainer.rollout import Rollout, RolloutRejected, rollout_from_wire, rollout_to_wire
 
 DEFAULT_MAX_BYTES = 256 * 1024
@@ -51,6 +67,30 @@ def rollout_key(namespace: str, round: int, stage: int) -> str:
     return f"{namespace}:rollouts:{round}:{stage}"
 
 
+# hivemind's RSASignatureValidator.PUBLIC_KEY_FORMAT around an OpenSSH RSA public key;
+# only this exact form counts, so one signer cannot hold several subkeys of a key.
+_OWNER_RE = re.compile(r"\[owner:(ssh-rsa [A-Za-z0-9+/]+={0,2})\]")
+
+
+def owner_subkey(ssh_public_key: bytes) -> str:
+    """The DHT subkey that only the holder of this key can write under."""
+    return f"[owner:{ssh_public_key.decode('ascii')}]"
+
+
+@functools.lru_cache(maxsize=4096)
+def signer_peer_id(subkey: str) -> str | None:
+    """The peer id of the key an owner-marked subkey names, else None (unsigned or
+    malformed). Safe as the publisher only for records hivemind has validated."""
+    match = _OWNER_RE.fullmatch(subkey)
+    if match is None:
+        return None
+    try:
+        key = serialization.load_ssh_public_key(match.group(1).encode("ascii"))
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        return None
+    return peer_id_from_public(key) if isinstance(key, rsa.RSAPublicKey) else None
+
+
 def encode_batch(
     peer_id: str, round: int, stage: int, rollouts: Sequence[Rollout], max_bytes: int
 ) -> tuple[bytes, int]:
@@ -67,9 +107,10 @@ def encode_batch(
 def decode_batch(subkey: str, raw: object, round: int, stage: int, max_bytes: int) -> list[Rollout]:
     """Validate one peer's record; raise `RolloutRejected` with the reason, never assert.
 
-    The subkey is self-reported by the publisher, so every rollout must name that same
-    peer and the round/stage of the key it was found under (a replay from another round
-    or a record claiming someone else's work is dropped whole).
+    `subkey` is the publisher as the board vouches for it (on the DHT: the record's
+    signer), so the record and every rollout must name that same peer and the
+    round/stage of the key it was found under (a replay from another round, or a record
+    claiming someone else's work, is dropped whole).
     """
     if not isinstance(raw, bytes):
         raise RolloutRejected("record is not bytes")
@@ -82,7 +123,7 @@ def decode_batch(subkey: str, raw: object, round: int, stage: int, max_bytes: in
     if not isinstance(record, dict) or record.get("v") != 1:
         raise RolloutRejected("not a v1 record")
     if record.get("peer") != subkey:
-        raise RolloutRejected("record peer differs from its subkey")
+        raise RolloutRejected("record peer differs from its signer (subkey)")
     if record.get("round") != round or record.get("stage") != stage:
         raise RolloutRejected("record round/stage differs from its key")
     items = record.get("rollouts")

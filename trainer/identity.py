@@ -94,6 +94,11 @@ def _read(path: Path) -> bytes:
 
 def peer_id_from_private(data: bytes, path: Path = Path("swarm.pem")) -> str:
     """base58(sha256-multihash(pb PublicKey{RSA, SPKI DER})), as libp2p computes it."""
+    return peer_id_from_public(private_key_from_pb(data, path).public_key())
+
+
+def private_key_from_pb(data: bytes, path: Path = Path("swarm.pem")) -> rsa.RSAPrivateKey:
+    """The RSA key inside a libp2p `PrivateKey` message (the DHT signs records with it)."""
     key_type, der = _pb_parse(data, path)
     if key_type != _RSA:
         raise IdentityError(path, f"identity key type {key_type} is not RSA")
@@ -103,9 +108,16 @@ def peer_id_from_private(data: bytes, path: Path = Path("swarm.pem")) -> str:
         raise IdentityError(path, "identity file holds no valid RSA private key") from None
     if not isinstance(key, rsa.RSAPrivateKey):
         raise IdentityError(path, "identity file holds a non-RSA key")
-    spki = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    return key
+
+
+def load_private_key(path: Path) -> rsa.RSAPrivateKey:
+    return private_key_from_pb(_read(path), path)
+
+
+def peer_id_from_public(key: rsa.RSAPublicKey) -> str:
+    """The libp2p peer id of a public key, so a record's signer maps to a peer id."""
+    spki = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     multihash = b"\x12\x20" + hashlib.sha256(_pb_key(spki)).digest()
     return _b58encode(multihash)
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from swarmd.clock import FakeClock
 from trainer.dht import DhtExchange, read_peers_file, write_peers_file
@@ -15,8 +16,11 @@ from trainer.exchange import (
     LocalExchange,
     decode_batch,
     encode_batch,
+    owner_subkey,
     rollout_key,
+    signer_peer_id,
 )
+from trainer.identity import load_or_create, load_private_key
 from trainer.rollout import Rollout, RolloutRejected, TaskRef, rollout_to_wire
 
 A, B, C = "QmPeerA", "QmPeerB", "QmPeerC"
@@ -151,3 +155,21 @@ def test_peers_file_skips_own_address_and_comments(tmp_path: Path) -> None:
     path.write_text(path.read_text() + "# comment\n\nnot-a-maddr\n")
     assert read_peers_file(path, "QmMe") == ["/ip4/127.0.0.1/tcp/2/p2p/QmYou"]
     assert read_peers_file(tmp_path / "missing", "QmMe") == []
+
+
+def test_owner_subkey_maps_back_to_the_keys_peer_id(tmp_path: Path) -> None:
+    """The subkey a node signs under names exactly the peer id of its swarm.pem."""
+    ident = load_or_create(tmp_path / "swarm.pem")
+    ssh = load_private_key(ident.path).public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    subkey = owner_subkey(ssh)
+    assert subkey.startswith("[owner:ssh-rsa ")
+    assert signer_peer_id(subkey) == ident.peer_id
+
+
+@pytest.mark.parametrize("subkey", [A, "", "[owner:]", "[owner:ssh-rsa AAAA]", "[owner:ssh-rsa !!]",
+                                    "x[owner:ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ]",
+                                    "[owner:ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBx]"])
+def test_subkey_without_a_valid_owner_key_has_no_signer(subkey: str) -> None:
+    """Plain, malformed, decorated or non-RSA owner subkeys name no signer (the record is dropped)."""
+    assert signer_peer_id(subkey) is None
