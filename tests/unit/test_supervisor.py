@@ -258,6 +258,7 @@ def test_sighup_during_shutdown_is_ignored(tmp_path: Path, spawner: FakeSpawner,
         h.sup.handle(OsSignal(signal.SIGHUP))
         assert h.sup.state is State.STOPPING
         assert any(e["event"] == "sighup_ignored" for e in logs)
+        h.pump(ChildDown)  # let the stop worker finish while its log lines are captured
     finally:
         h.sup.close()
         h.spawner.close_all()
