@@ -91,8 +91,11 @@ def _install_signals(flags: Flags) -> None:
 
 def _run(cfg: config_mod.NodeConfig, ident: Identity, flags: Flags, config_path: Path,
          overrides: tuple[str, ...]) -> int:
-    from trainer.coordinator import DhtCoordinator
+    from trainer.coordinator import Coordinator, DhtCoordinator
     from trainer.dht import DhtExchange, SwarmDht, read_peers_file, write_peers_file
+    from trainer.exchange import RolloutExchange
+    from trainer.genrl_compat import COMPAT as GENRL_03
+    from trainer.genrl_compat import GenrlExchange, GenrlRoundClock
     from trainer.node import LoopSettings, Node
 
     peers = list(cfg.initial_peers)
@@ -120,12 +123,21 @@ def _run(cfg: config_mod.NodeConfig, ident: Identity, flags: Flags, config_path:
             return 0
         learner, tasks = _build_learner(cfg)
         print(f"Using Model: {cfg.model}", flush=True)
-        exchange = DhtExchange(dht, lambda: dht.peer_id, namespace=cfg.namespace, ttl=cfg.rollout_ttl,
-                               max_bytes=cfg.max_record_bytes, expected_peers=dht.visible_peers,
-                               seed=cfg.seed)
         clock = SystemClock()
-        coordinator = DhtCoordinator(dht, ident.peer_id, namespace=cfg.namespace,
-                                     round_seconds=cfg.round_seconds, stages=cfg.stages, wall=clock.wall)
+        exchange: RolloutExchange
+        coordinator: Coordinator
+        if cfg.compat == GENRL_03:
+            print("Sharing rounds with genrl 0.3 nodes (unsigned records under bare round keys)", flush=True)
+            exchange = GenrlExchange(dht, lambda: dht.peer_id, tasks, ttl=cfg.rollout_ttl,
+                                     max_bytes=cfg.max_record_bytes, expected_peers=dht.visible_peers,
+                                     seed=cfg.seed)
+            coordinator = GenrlRoundClock(dht, lambda: dht.peer_id)
+        else:
+            exchange = DhtExchange(dht, lambda: dht.peer_id, namespace=cfg.namespace, ttl=cfg.rollout_ttl,
+                                   max_bytes=cfg.max_record_bytes, expected_peers=dht.visible_peers,
+                                   seed=cfg.seed)
+            coordinator = DhtCoordinator(dht, ident.peer_id, namespace=cfg.namespace,
+                                         round_seconds=cfg.round_seconds, stages=cfg.stages, wall=clock.wall)
         settings = LoopSettings(
             peer_id=ident.peer_id, animal=ident.animal, heartbeat_path=cfg.heartbeat_path,
             prompts_per_round=cfg.prompts_per_round, max_external=cfg.max_external,

@@ -26,6 +26,7 @@ from swarmd.errors import ConfigError
 
 DEVICES = ("cpu", "cuda", "mps", "auto")
 DTYPES = ("fp32", "bf16", "fp16")
+COMPAT_LANES = ("", "genrl-0.3")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +72,9 @@ class NodeConfig:
     max_record_bytes: int = 256 * 1024
     gather_timeout: float = 10.0
     local_swarm_peers: int = 0  # extra helper peers this process spawns (local demo)
+    # "" (our own signed format) or "genrl-0.3": share rounds with unmodified gensyn-genrl
+    # 0.3.0 nodes in their format (trainer.genrl_compat): unsigned, bare round keys.
+    compat: str = ""
 
 
 _PATHS = {"identity_path", "state_dir", "checkpoint_dir", "heartbeat_path", "gsm8k_path", "initial_peers_file"}
@@ -196,6 +200,8 @@ def _validate(cfg: NodeConfig, source: str) -> None:
                 raise bad(key, f"{addr!r} is not a multiaddr", f'{key} = ["/ip4/1.2.3.4/tcp/31337/p2p/Qm..."]')
     if not cfg.namespace or ":" in cfg.namespace:
         raise bad("namespace", "must be non-empty and contain no ':'", 'namespace = "my-swarm"')
+    if cfg.compat not in COMPAT_LANES:
+        raise bad("compat", f"unknown compatibility lane {cfg.compat!r}", 'compat = "genrl-0.3" (or remove the key)')
     if not cfg.families:
         raise bad("families", "needs at least one task family", 'families = ["local_arith"]')
     if cfg.hf_push_repo and cfg.hf_push_every and not cfg.hf_token:

@@ -57,6 +57,7 @@ from trainer.exchange import (
     rollout_key,
     signer_peer_id,
 )
+from trainer.genrl_compat import is_bare_round_key
 from trainer.identity import load_or_create, load_private_key
 from trainer.rollout import Rollout, RolloutRejected
 
@@ -205,6 +206,11 @@ class SwarmDht:
         sign only for ourselves)."""
         if not self.alive:
             return False
+        if is_bare_round_key(key):
+            # genrl 0.3 reads these keys without a validator: a signed value there makes
+            # its DHT.get hang forever (trainer.genrl_compat). Plain records go via put_plain.
+            log.warning("dht_store_refused", key=key, reason="never sign under a bare numeric key")
+            return False
         if subkey != self._own_id:
             log.warning("dht_store_refused", key=key, reason="subkey is not our peer id")
             return False
@@ -240,6 +246,38 @@ class SwarmDht:
             elif isinstance(raw, bytes):
                 out[signer] = raw
         return out
+
+    # ---- PlainBoard (the genrl-0.3 lane: unsigned records, plain peer-id subkeys) ----
+
+    def put_plain(self, key: str, subkey: str, value: bytes, ttl: float) -> bool:
+        """Store unsigned under `subkey` (our plain peer id). The validator signs only a
+        record whose key or subkey holds our owner marker, so this one stays unsigned."""
+        if not self.alive or subkey != self._own_id or "[owner:" in key:
+            return False
+        from hivemind.utils import get_dht_time
+
+        fut = self._dht.store(key, value, get_dht_time() + ttl, subkey=subkey, return_future=True)
+        try:
+            return bool(fut.result(timeout=REQUEST_TIMEOUT))
+        except Exception as exc:  # noqa: BLE001 - store failures are reported, not fatal
+            log.warning("dht_store_failed", key=key, error=type(exc).__name__)
+            return False
+
+    def get_plain(self, key: str, timeout: float) -> dict[str, bytes]:
+        """{plain subkey: value}; owner-marked (signed) subkeys are not genrl's and are left out."""
+        if not self.alive:
+            return {}
+        fut = self._dht.get(key, latest=True, return_future=True)
+        try:
+            found = fut.result(timeout=max(0.1, min(REQUEST_TIMEOUT, timeout)))
+        except Exception as exc:  # noqa: BLE001 - a failed read is an empty read (W14)
+            log.warning("dht_get_failed", key=key, error=type(exc).__name__)
+            return {}
+        value = getattr(found, "value", None)
+        if not isinstance(value, dict):
+            return {}
+        return {sub: raw for sub, item in value.items()
+                if isinstance(sub, str) and signer_peer_id(sub) is None and isinstance(raw := getattr(item, "value", None), bytes)}
 
     def _report_unsigned(self, key: str, subkey: object) -> None:
         """One line per bad subkey, not one per gather poll. The subkey is named by a

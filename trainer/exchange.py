@@ -168,6 +168,10 @@ class LocalBoard:
         now = self._wall()
         return {k: v for k, (v, exp) in self._data.get(key, {}).items() if exp > now}
 
+    # One store in tests: plain (genrl-0.3) records are kept like any other.
+    put_plain = put
+    get_plain = get
+
 
 class LocalExchange:
     """In-process exchange: several nodes in one test (or one demo node) share `board`."""
