@@ -29,8 +29,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import random
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,29 +45,13 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from trainer.exchange import (
-    DEFAULT_MAX_BYTES,
-    Board,
-    decode_batch,
-    encode_batch,
-    owner_subkey,
-    pick_external,
-    rollout_key,
-    signer_peer_id,
-)
+from trainer.exchange import BoardExchange, owner_subkey, say, signer_peer_id
 from trainer.genrl_compat import is_bare_round_key
 from trainer.identity import load_or_create, load_private_key
-from trainer.rollout import Rollout, RolloutRejected
 
 log = structlog.get_logger(__name__)
 
 REQUEST_TIMEOUT = 10.0  # every call into the DHT process waits at most this long
-GATHER_POLL = 0.5
-
-
-def say(msg: str) -> None:
-    """A plain stdout line for swarmd's classifier (the logging setup may differ)."""
-    print(f"INFO:trainer.dht:{msg}", file=sys.stdout, flush=True)  # noqa: T201
 
 
 async def _count_peers(_dht: Any, node: Any) -> int:
@@ -293,67 +275,9 @@ class SwarmDht:
             say(f"dropped unsigned record under {key} (subkey {label}): no owner key")
 
 
-class DhtExchange:
-    """`RolloutExchange` over a `Board` (the DHT): one record per peer per round/stage.
-
-    A board subkey is the record's signer (see `SwarmDht.get`), so `decode_batch`'s
-    rule "payload peer == subkey" is "payload peer == signer": a peer that signs a
-    record claiming another peer's rollouts loses that record."""
-
-    def __init__(self, board: Board, peer_id: Callable[[], str], *, namespace: str,
-                 ttl: float = 600.0, max_bytes: int = DEFAULT_MAX_BYTES,
-                 expected_peers: Callable[[], int] = lambda: 0,
-                 sleep: Callable[[float], None] = time.sleep,
-                 monotonic: Callable[[], float] = time.monotonic, seed: int = 0) -> None:
-        self.board = board
-        self.peer_id = peer_id  # a callable: the id is known only once the DHT runs
-        self.namespace = namespace
-        self.ttl = ttl
-        self.max_bytes = max_bytes
-        self.expected_peers = expected_peers
-        self.sleep = sleep
-        self.monotonic = monotonic
-        self._rng = random.Random(seed)
-        self.dropped = 0
-
-    def publish(self, round: int, stage: int, rollouts: Sequence[Rollout]) -> None:
-        me = self.peer_id()
-        raw, kept = encode_batch(me, round, stage, rollouts, self.max_bytes)
-        if kept < len(rollouts):
-            log.warning("rollouts_truncated", kept=kept, total=len(rollouts), cap=self.max_bytes)
-        if not self.board.put(rollout_key(self.namespace, round, stage), me, raw, self.ttl):
-            log.warning("rollouts_publish_failed", round=round, stage=stage)
-
-    def gather(self, round: int, stage: int, limit: int, timeout: float) -> list[Rollout]:
-        """Poll (with sleeps, W14) until `limit` rollouts, every visible peer heard from,
-        or `timeout`; "only my own record" is a valid, empty result."""
-        key = rollout_key(self.namespace, round, stage)
-        me = self.peer_id()
-        deadline = self.monotonic() + timeout
-        good: dict[str, list[Rollout]] = {}
-        bad: set[str] = set()
-        while True:
-            left = deadline - self.monotonic()
-            for subkey, raw in self.board.get(key, max(0.1, min(REQUEST_TIMEOUT, left))).items():
-                if subkey == me or subkey in good or subkey in bad:
-                    continue
-                try:
-                    good[subkey] = decode_batch(subkey, raw, round, stage, self.max_bytes)
-                except RolloutRejected as exc:
-                    bad.add(subkey)
-                    self.dropped += 1
-                    say(f"dropped rollouts from peer {subkey[:16]}: {exc}")
-            have = sum(len(v) for v in good.values())
-            if limit == 0 or have >= limit:
-                break
-            expected = self.expected_peers()
-            if len(good) + len(bad) >= expected:
-                break  # every connected peer heard from (or nobody to wait for)
-            left = deadline - self.monotonic()
-            if left <= 0:
-                break
-            self.sleep(min(GATHER_POLL, left))
-        return pick_external(good, limit, self._rng)
+# The rollout exchange over this DHT is `trainer.exchange.BoardExchange` (one
+# implementation, shared with the in-memory LocalExchange); the old name stays.
+DhtExchange = BoardExchange
 
 
 # ---- helpers ------------------------------------------------------------------------

@@ -247,10 +247,11 @@ class GenrlRoundClock:
     """
 
     def __init__(self, board: PlainBoard, peer_id: Callable[[], str], *, lookahead: int = 4,
-                 timeout: float = 5.0) -> None:
+                 timeout: float = 5.0, poll: float = 0.5) -> None:
         self.board = board
         self.peer_id = peer_id
         self.lookahead = lookahead
+        self.poll = poll
         self.timeout = timeout
         self._known = -1
 
@@ -271,7 +272,10 @@ class GenrlRoundClock:
         return max(0, self._known), 0
 
     def seconds_until_next(self) -> float | None:
-        return None
+        """No schedule, but genrl rounds follow each other within seconds: look again
+        after `poll` s (the node's idle wait would otherwise start at 5 s, and genrl
+        nodes that wait for this node's record would wait as long)."""
+        return self.poll
 
     def submit_reward(self, round: int, stage: int, reward: float, peer_id: str) -> None:
         """genrl without a chain has nowhere to report rewards."""

@@ -88,6 +88,7 @@ game_manager:
     system_prompt: "Answer with 'Answer: <number>'."
   communication:
     _target_: genrl.communication.hivemind.hivemind_backend.HivemindBackend
+    initial_peers: {initial_peers}
     timeout: {timeout}
     identity_path: {identity}
     startup_timeout: 60
@@ -108,10 +109,10 @@ def build_model_dir(path: Path) -> Path:
     return path
 
 
-def build_dataset_dir(path: Path) -> Path:
+def build_dataset_dir(path: Path, questions: list[tuple[str, str]] = QUESTIONS) -> Path:
     """A local dataset folder with a `question`/`answer` jsonl train split."""
     path.mkdir(parents=True, exist_ok=True)
-    lines = [json.dumps({"question": q, "answer": a}) for q, a in QUESTIONS]
+    lines = [json.dumps({"question": q, "answer": a}) for q, a in questions]
     (path / "train.jsonl").write_text("\n".join(lines) + "\n")
     return path
 
@@ -128,6 +129,9 @@ class GenrlNode:
     data_dir: Path
     seed: int = 0
     timeout: int = 600  # genrl's gather timeout and record expiry (its default)
+    world_size: int = 2  # HIVEMIND_WORLD_SIZE: records each gather waits for
+    # Bootstrap addresses in the hydra config; when set, the rendezvous file is unused.
+    initial_peers: tuple[str, ...] = ()
 
     @property
     def identity(self) -> Path:
@@ -146,7 +150,8 @@ class GenrlNode:
         self.config_dir.mkdir(parents=True, exist_ok=True)
         (self.config_dir / "node.yaml").write_text(HYDRA_CONFIG.format(
             log_dir=self.log_dir, max_round=max_round, model_dir=self.model_dir, data_dir=self.data_dir,
-            seed=self.seed, timeout=self.timeout, identity=self.identity))
+            seed=self.seed, timeout=self.timeout, identity=self.identity,
+            initial_peers=json.dumps(list(self.initial_peers)) if self.initial_peers else "null"))
 
     def argv(self) -> list[str]:
         return [sys.executable, *LAUNCHER, "--config-path", str(self.config_dir), "--config-name", "node",
@@ -155,11 +160,11 @@ class GenrlNode:
     def env(self) -> dict[str, str]:
         """The launcher's environment: offline, one thread, the rendezvous variables."""
         fqdn = socket.getfqdn()
+        rendezvous = {} if self.initial_peers else {"LAMBDA": "1", "MASTER_FILE": str(self.master_file)}
         return {
             "MASTER_ADDR": fqdn if self.master else f"not-{fqdn}",
-            "LAMBDA": "1",
-            "MASTER_FILE": str(self.master_file),
-            "HIVEMIND_WORLD_SIZE": "2",
+            **rendezvous,
+            "HIVEMIND_WORLD_SIZE": str(self.world_size),
             "HF_HUB_OFFLINE": "1",
             "HF_DATASETS_OFFLINE": "1",
             "TRANSFORMERS_OFFLINE": "1",
