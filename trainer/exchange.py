@@ -211,29 +211,56 @@ class BoardExchange:
         self._rng = random.Random(seed)
         self.dropped = 0
 
+    # The record format: keys, encoding, validation and which board calls store and
+    # load. Overridden by trainer.genrl_compat.GenrlExchange (genrl 0.3's format); the
+    # polling, peer accounting and fair pick below are shared.
+
+    def key(self, round: int, stage: int) -> str | None:
+        """The board key of (round, stage); None when this format has no record for it."""
+        return rollout_key(self.namespace, round, stage)
+
+    def encode(self, me: str, round: int, stage: int, rollouts: Sequence[Rollout]) -> tuple[bytes, int]:
+        """(record, rollouts kept within max_bytes)."""
+        return encode_batch(me, round, stage, rollouts, self.max_bytes)
+
+    def decode(self, subkey: str, raw: bytes, round: int, stage: int) -> list[Rollout]:
+        """A peer's record as rollouts; raises RolloutRejected."""
+        return decode_batch(subkey, raw, round, stage, self.max_bytes)
+
+    def store(self, key: str, me: str, raw: bytes) -> bool:
+        return self.board.put(key, me, raw, self.ttl)
+
+    def load(self, key: str, timeout: float) -> dict[str, bytes]:
+        return self.board.get(key, timeout)
+
     def publish(self, round: int, stage: int, rollouts: Sequence[Rollout]) -> None:
+        key = self.key(round, stage)
+        if key is None or not rollouts:
+            return
         me = self.peer_id()
-        raw, kept = encode_batch(me, round, stage, rollouts, self.max_bytes)
+        raw, kept = self.encode(me, round, stage, rollouts)
         if kept < len(rollouts):
             log.warning("rollouts_truncated", kept=kept, total=len(rollouts), cap=self.max_bytes)
-        if not self.board.put(rollout_key(self.namespace, round, stage), me, raw, self.ttl):
+        if kept and not self.store(key, me, raw):
             log.warning("rollouts_publish_failed", round=round, stage=stage)
 
     def gather(self, round: int, stage: int, limit: int, timeout: float) -> list[Rollout]:
         """Poll (with sleeps, W14) until `limit` rollouts, every visible peer heard from,
         or `timeout`; "only my own record" is a valid, empty result."""
-        key = rollout_key(self.namespace, round, stage)
+        key = self.key(round, stage)
+        if key is None:
+            return []
         me = self.peer_id()
         deadline = self.monotonic() + timeout
         good: dict[str, list[Rollout]] = {}
         bad: set[str] = set()
         while True:
             left = deadline - self.monotonic()
-            for subkey, raw in self.board.get(key, max(0.1, min(REQUEST_TIMEOUT, left))).items():
+            for subkey, raw in self.load(key, max(0.1, min(REQUEST_TIMEOUT, left))).items():
                 if subkey == me or subkey in good or subkey in bad:
                     continue
                 try:
-                    good[subkey] = decode_batch(subkey, raw, round, stage, self.max_bytes)
+                    good[subkey] = self.decode(subkey, raw, round, stage)
                 except RolloutRejected as exc:
                     bad.add(subkey)
                     self.dropped += 1

@@ -29,7 +29,6 @@ recomputed from that task, as for our own peers' rollouts (W22).
 from __future__ import annotations
 
 import hashlib
-import random
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -39,7 +38,7 @@ from typing import Any, Protocol
 import msgpack
 import structlog
 
-from trainer.exchange import pick_external
+from trainer.exchange import Board, BoardExchange
 from trainer.rollout import (
     MAX_COMPLETION_CHARS,
     MAX_COMPLETIONS,
@@ -57,7 +56,6 @@ MAX_RECORD_BYTES = 256 * 1024
 MAX_ITEMS = 64  # batch items per record
 MAX_PAYLOADS = 8  # payloads (game-tree nodes) per batch item
 MAX_QUESTION_CHARS = 4096
-GATHER_POLL = 0.25
 # A libp2p peer id in base58 (genrl's subkey); owner-marked subkeys are never genrl's.
 _PEER_ID = re.compile(r"[1-9A-HJ-NP-Za-km-z]{32,64}")
 
@@ -80,8 +78,9 @@ class GenrlItem:
     completions: tuple[str, ...]
 
 
-class PlainBoard(Protocol):
-    """Unsigned records under plain subkeys (what genrl reads and writes)."""
+class PlainBoard(Board, Protocol):
+    """A board that also stores unsigned records under plain subkeys (what genrl reads
+    and writes); SwarmDht and LocalBoard are both."""
 
     def put_plain(self, key: str, subkey: str, value: bytes, ttl: float) -> bool: ...
 
@@ -94,9 +93,9 @@ class TaskIndex(Protocol):
     def find_question(self, question: str) -> TaskRef | None: ...
 
 
-def encode_record(items: Sequence[tuple[str, str, Sequence[str]]], max_bytes: int = MAX_RECORD_BYTES) -> bytes:
-    """genrl's record for (question, answer, completions) items; items are dropped from
-    the end until it fits in `max_bytes`."""
+def encode_record(items: Sequence[tuple[str, str, Sequence[str]]], max_bytes: int = MAX_RECORD_BYTES) -> tuple[bytes, int]:
+    """genrl's record for (question, answer, completions) items, dropping items from
+    the end until it fits in `max_bytes`; returns (record, items kept)."""
     kept = list(items)
     while True:
         record = {
@@ -105,7 +104,7 @@ def encode_record(items: Sequence[tuple[str, str, Sequence[str]]], max_bytes: in
         }
         raw: bytes = msgpack.packb(record, use_bin_type=True)
         if len(raw) <= max_bytes or not kept:
-            return raw
+            return raw, len(kept)
         kept.pop()
 
 
@@ -160,76 +159,45 @@ def _item(payload: object) -> GenrlItem:
     return GenrlItem(question, tuple(comps))
 
 
-class GenrlExchange:
-    """`RolloutExchange` in genrl 0.3's format: our rollouts are published as genrl
-    Payloads; genrl peers' items become Rollouts on tasks our own source knows."""
+class GenrlExchange(BoardExchange):
+    """`RolloutExchange` in genrl 0.3's format (the shared BoardExchange loop with this
+    module's keys, codec and unsigned store): our rollouts are published as genrl
+    Payloads; genrl peers' items become Rollouts on tasks our own source knows. genrl
+    has one stage per gather key, so only stage 0 is exchanged."""
 
     def __init__(self, board: PlainBoard, peer_id: Callable[[], str], tasks: TaskIndex, *,
                  ttl: float = TTL, max_bytes: int = MAX_RECORD_BYTES,
                  expected_peers: Callable[[], int] = lambda: 0,
                  sleep: Callable[[float], None] = time.sleep,
                  monotonic: Callable[[], float] = time.monotonic, seed: int = 0) -> None:
-        self.board = board
-        self.peer_id = peer_id
+        super().__init__(board, peer_id, namespace=COMPAT, ttl=ttl, max_bytes=max_bytes,
+                         expected_peers=expected_peers, sleep=sleep, monotonic=monotonic, seed=seed)
+        self.plain = board
         self.tasks = tasks
-        self.ttl = ttl
-        self.max_bytes = max_bytes
-        self.expected_peers = expected_peers
-        self.sleep = sleep
-        self.monotonic = monotonic
-        self._rng = random.Random(seed)
-        self.dropped = 0
         self.unknown_questions = 0
 
-    def publish(self, round: int, stage: int, rollouts: Sequence[Rollout]) -> None:
-        """genrl has one stage per gather key: only stage 0 is published."""
-        if stage != 0:
-            return
-        items = []
-        for r in rollouts:
-            task = self.tasks.resolve(r.task)
-            if task is not None:
-                items.append((task.question, task.answer, r.completions))
-        if items and not self.board.put_plain(round_key(round), self.peer_id(), encode_record(items, self.max_bytes), self.ttl):
-            log.warning("genrl_publish_failed", round=round)
+    def key(self, round: int, stage: int) -> str | None:
+        return round_key(round) if stage == 0 else None
 
-    def gather(self, round: int, stage: int, limit: int, timeout: float) -> list[Rollout]:
-        """Poll the round's key until `limit` rollouts, every expected peer, or `timeout`."""
-        if stage != 0:
-            return []
-        me = self.peer_id()
-        deadline = self.monotonic() + timeout
-        good: dict[str, list[Rollout]] = {}
-        bad: set[str] = set()
-        while True:
-            left = deadline - self.monotonic()
-            for subkey, raw in self.board.get_plain(round_key(round), max(0.1, left)).items():
-                if subkey == me or subkey in good or subkey in bad:
-                    continue
-                try:
-                    good[subkey] = self._rollouts(subkey, decode_record(subkey, raw, self.max_bytes), round)
-                except RolloutRejected as exc:
-                    bad.add(subkey)
-                    self.dropped += 1
-                    log.warning("genrl_record_dropped", peer=subkey[:16], reason=str(exc))
-            have = sum(len(v) for v in good.values())
-            if limit == 0 or have >= limit or len(good) + len(bad) >= max(1, self.expected_peers()):
-                break
-            left = deadline - self.monotonic()
-            if left <= 0:
-                break
-            self.sleep(min(GATHER_POLL, left))
-        return pick_external(good, limit, self._rng)
+    def encode(self, me: str, round: int, stage: int, rollouts: Sequence[Rollout]) -> tuple[bytes, int]:
+        items = [(t.question, t.answer, r.completions) for r in rollouts if (t := self.tasks.resolve(r.task))]
+        return encode_record(items, self.max_bytes)
 
-    def _rollouts(self, peer: str, items: list[GenrlItem], round: int) -> list[Rollout]:
+    def decode(self, subkey: str, raw: bytes, round: int, stage: int) -> list[Rollout]:
         out = []
-        for item in items:
+        for item in decode_record(subkey, raw, self.max_bytes):
             ref = self.tasks.find_question(item.question)
             if ref is None:
                 self.unknown_questions += 1
                 continue
-            out.append(Rollout(peer, round, 0, ref, item.completions))
+            out.append(Rollout(subkey, round, stage, ref, item.completions))
         return out
+
+    def store(self, key: str, me: str, raw: bytes) -> bool:
+        return self.plain.put_plain(key, me, raw, self.ttl)
+
+    def load(self, key: str, timeout: float) -> dict[str, bytes]:
+        return self.plain.get_plain(key, timeout)
 
 
 class GenrlRoundClock:

@@ -63,7 +63,7 @@ def test_our_record_decodes_in_genrl_as_payloads_with_question_and_completions()
     """genrl's own decoder turns our record into its Payload/WorldState objects."""
     from genrl.communication.communication import Payload
 
-    decoded = _genrl_unpack(encode_record([("2+3=?", "5", ["<answer>5</answer>", "7"])]))
+    decoded = _genrl_unpack(encode_record([("2+3=?", "5", ["<answer>5</answer>", "7"])])[0])
     assert isinstance(decoded, dict)
     assert len(decoded) == 1
     (payloads,) = decoded.values()
@@ -103,7 +103,7 @@ def test_malformed_records_are_rejected_with_the_reason(subkey: str, raw: bytes,
 def test_signed_value_is_rejected_like_genrl_would_choke_on_it() -> None:
     """hivemind appends `[signature:…]` to a value it signs: trailing bytes after the
     msgpack object, which is what hangs genrl's reader; here it is dropped."""
-    signed = encode_record([("2+3=?", "5", ["a"])]) + b"[signature:AAAA]"
+    signed = encode_record([("2+3=?", "5", ["a"])])[0] + b"[signature:AAAA]"
     with pytest.raises(RolloutRejected, match="not genrl msgpack"):
         decode_record(PEER, signed)
 
@@ -173,7 +173,7 @@ def test_round_clock_follows_the_highest_key_other_peers_wrote() -> None:
 def test_owner_subkeys_never_look_like_genrl_peers() -> None:
     """A signed (owner-marked) subkey is ours-format, never read as a genrl record."""
     with pytest.raises(RolloutRejected):
-        decode_record(owner_subkey(b"ssh-rsa AAAAB3NzaC1yc2E="), encode_record([("q", "a", ["c"])]))
+        decode_record(owner_subkey(b"ssh-rsa AAAAB3NzaC1yc2E="), encode_record([("q", "a", ["c"])])[0])
 
 
 def test_unknown_compat_lane_is_one_config_error_naming_the_key(tmp_path: Path) -> None:
@@ -181,3 +181,12 @@ def test_unknown_compat_lane_is_one_config_error_naming_the_key(tmp_path: Path) 
     with pytest.raises(ConfigError, match=r"compat.*genrl-0\.3"):
         config.parse('compat = "genrl-3"\n', "trainer.toml", tmp_path)
     assert config.parse('compat = "genrl-0.3"\n', "trainer.toml", tmp_path).compat == "genrl-0.3"
+
+
+def test_record_over_the_cap_drops_items_from_the_end() -> None:
+    """Our record never exceeds max_bytes: items are dropped, and the count says so."""
+    items = [(f"{i}+1=?", str(i + 1), ["x" * 200]) for i in range(10)]
+    raw, kept = encode_record(items, max_bytes=1000)
+    assert len(raw) <= 1000
+    assert 0 < kept < 10
+    assert len(decode_record(PEER, raw)) == kept
