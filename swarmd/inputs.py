@@ -12,10 +12,13 @@ from typing import Any
 from swarmd.classify import Classifier
 from swarmd.clock import Clock
 from swarmd.config import Config, ProbesConfig
+from swarmd.domain import Verdict
 from swarmd.events import LineSeen, ProbeDone
 from swarmd.follow import FileFollower
 from swarmd.parts import Kept
 from swarmd.probes import probe_network
+
+_FRAME_COALESCE = 0.25  # seconds between two bare progress frames that reach the loop
 
 
 class Followers:
@@ -41,6 +44,7 @@ class Followers:
         self._count_line = count_line
         self._clock = clock
         self._follower: FileFollower | None = None
+        self._gates: dict[Path, LineGate] = {}
 
     def start(self) -> None:
         if not self.paths or self._follower is not None:
@@ -58,9 +62,10 @@ class Followers:
 
     def _on_line(self, path: Path, line: str, t: float) -> None:
         self._count_line(1)
-        sig = self._classifier().classify(line)
-        if sig is not None:
-            self._post(LineSeen(self._gen(), sig, t, str(path)))
+        gate = self._gates.get(path)
+        if gate is None:
+            gate = self._gates[path] = LineGate(self._classifier, self._post, self._gen, str(path))
+        gate(line, t)
 
 
 class ProbeLoop:
@@ -91,3 +96,35 @@ class ProbeLoop:
     def _loop(self) -> None:
         while not self._stop.wait(self.settings.interval):
             self._post(ProbeDone(probe_network(self.settings)))
+
+
+class LineGate:
+    """Runs in a reader thread: classify a line and post only what matters.
+
+    Bare tqdm frames (progress without a round number) are coalesced to a few per
+    second, so a trainer printing 100k frames/s cannot flood the loop. The classifier
+    and the generation are read per line, so a reload's new rules apply at once.
+    """
+
+    def __init__(
+        self,
+        classifier: Callable[[], Classifier],
+        post: Callable[[Any], None],
+        gen: Callable[[], int],
+        source: str,
+    ) -> None:
+        self._classifier = classifier
+        self._post = post
+        self._gen = gen
+        self._source = source
+        self._last_frame = 0.0
+
+    def __call__(self, line: str, t: float) -> None:
+        sig = self._classifier().classify(line)
+        if sig is None:
+            return
+        if sig.verdict is Verdict.HEALTHY_PROGRESS and sig.round is None:
+            if t - self._last_frame < _FRAME_COALESCE:
+                return
+            self._last_frame = t
+        self._post(LineSeen(self._gen(), sig, t, self._source))
