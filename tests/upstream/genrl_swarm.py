@@ -17,8 +17,10 @@ The launcher's own traps, measured (../shared/reference/upstream-offline.md):
 
 genrl's round key is a per-process counter (`HivemindBackend.step_`), not a shared
 clock: a restarted node starts again at key "0", replays the older rounds from the
-peers' records still on the DHT (600 s expiry) and meets the peer again once it reaches
-the peer's key. The peer waits meanwhile. And a restarted MASTER would start a DHT of
+peers' records still on the DHT and meets the peer again once it reaches the peer's key;
+the peer waits meanwhile. Records expire after genrl's `timeout` (600 s by default): a
+node restarted later than that never meets its peer again (a limit of genrl without a
+chain, whose round would be the key), so the test pair keeps them an hour. And a restarted MASTER would start a DHT of
 its own (the FileStore is read only at start), so faults are applied to the second
 node; the master plays the part of the swarm's bootstrap node.
 """
@@ -178,9 +180,13 @@ class GenrlNode:
 
 
 def make_pair(root: Path, model_dir: Path, data_dir: Path) -> tuple[GenrlNode, GenrlNode]:
-    """The master ("a") and the second node ("b") of a two-node swarm under `root`."""
+    """The master ("a") and the second node ("b") of a two-node swarm under `root`.
+    Records live an hour instead of genrl's 600 s: a restarted node meets its peer only
+    by replaying from round 0 (see the module docstring), which fails for good once the
+    early rounds' records have expired, and a loaded test run can pass 600 s."""
     master_file = root / "rendezvous.filestore"
-    nodes = tuple(GenrlNode(root / name, name, name == "a", master_file, model_dir, data_dir, seed=i)
+    nodes = tuple(GenrlNode(root / name, name, name == "a", master_file, model_dir, data_dir, seed=i,
+                            timeout=3600)
                   for i, name in enumerate(("a", "b")))
     for node in nodes:
         node.write()
