@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgpack
-import structlog
 
 from trainer.exchange import Board, BoardExchange
 from trainer.rollout import (
@@ -47,8 +46,6 @@ from trainer.rollout import (
     Task,
     TaskRef,
 )
-
-log = structlog.get_logger(__name__)
 
 COMPAT = "genrl-0.3"
 TTL = 600.0  # genrl's default `timeout`, used as the record's expiry
