@@ -83,7 +83,7 @@ def run(faults: list[Fault], give_up: float) -> list[Measured]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="", help="comma-separated fault names")
-    ap.add_argument("--give-up", type=float, default=120.0, help="s to wait for detection and recovery")
+    ap.add_argument("--give-up", type=float, default=240.0, help="s to wait for detection and recovery")
     args = ap.parse_args()
     wanted = set(filter(None, args.only.split(",")))
     faults = [f for f in FAULTS if not wanted or f.name in wanted]

@@ -24,7 +24,7 @@ from tests.upstream.supervised import (
     wait_in_round,
 )
 
-pytestmark = [pytest.mark.upstream, pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(200)]
+pytestmark = [pytest.mark.upstream, pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(330)]
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_fault_is_detected_and_node_rejoins_its_peer(
     """swarmd acts on the fault, the node is back in a round with its peer, and nothing
     of the old tree is left (process or p2pd socket); one identity, one p2pd."""
     a, b, sampler = pair
-    result = measure(a, b, fault, timeout=120)
+    result = measure(a, b, fault, timeout=240)
     print(result.line())
     assert not result.problems, result.line()
     assert sampler.max_seen <= 1, f"{sampler.max_seen} p2pd daemons of one identity at once"
