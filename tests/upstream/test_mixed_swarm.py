@@ -37,7 +37,7 @@ from tests.upstream.genrl_swarm import (
 )
 from trainer.data import TaskSource
 
-pytestmark = [pytest.mark.upstream, pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.upstream, pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(480)]
 
 FINISHED = re.compile(r"Finished training round: (\d+) stage: \d+ reward=\S+ external=(\d+)")
 GENRL_TROUBLE = (SWARM_ERROR, "SKIPPING", "Traceback", "Exception occurred")
@@ -91,7 +91,7 @@ def mixed(tmp_path: Path, genrl_assets: tuple[Path, Path]) -> Iterator[tuple[Pat
     procs = [ours]
     try:
         peers_file = tmp_path / "ours" / "peers.txt"
-        _wait(peers_file.exists, 90, lambda: ours_log.read_text(errors="replace")[-1500:])
+        _wait(peers_file.exists, 180, lambda: ours_log.read_text(errors="replace")[-1500:])
         maddrs = tuple(line for line in peers_file.read_text().split() if line.startswith("/"))
         data = build_dataset_dir(tmp_path / "data", _genrl_questions())
         logs = []
@@ -121,7 +121,7 @@ def test_genrl_nodes_and_ours_share_rounds_in_both_directions(mixed: tuple[Path,
     def enough() -> bool:
         return all(len(rounds(text(g))) >= 4 for g in genrl_logs) and any(n > 0 for n in external())
 
-    _wait(enough, 180, lambda: json.dumps({"ours_external": external()[-5:],
+    _wait(enough, 240, lambda: json.dumps({"ours_external": external()[-5:],
                                            "genrl_rounds": [rounds(text(g))[-3:] for g in genrl_logs],
                                            "ours_tail": text(ours_log)[-800:]}))
     seen = {g.name: len(rounds(text(g))) for g in genrl_logs}
