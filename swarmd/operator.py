@@ -18,6 +18,7 @@ __all__ = ["OPERATOR_KINDS", "OperatorWatch"]
 
 OPERATOR_KINDS = frozenset({"operator_wait", "prompt"})
 
+_NO_BROWSER_RULES = frozenset({"login_display_missing", "browser_opener_missing"})
 _FIX_LOGIN = (
     "log in at the node's login page (http://localhost:3000 on the node's host) and finish the "
     "email step so the API key activates; if it never does, delete the node's userData.json and "
@@ -61,7 +62,7 @@ class OperatorWatch:
             self._first = t
         self._count += 1
         self._last = sig
-        if "display" in sig.line.lower() or "browser" in sig.line.lower():
+        if sig.rule in _NO_BROWSER_RULES or "display" in sig.line.lower():
             self._display = True
         if self._reported:
             return None

@@ -86,7 +86,7 @@ _MEMORY = (
 def cause_of(tb: Traceback) -> Cause:
     """The cause of an uncaught traceback (callers treat `tb.caught` first)."""
     if not tb.exc_type:
-        return Cause(_RESTART, "uncaught_exception")
+        return _cut_cause(tb.lines[-6:])
     return cause_of_text(tb.short_type, tb.message)
 
 
@@ -135,6 +135,24 @@ def cause_of_text(exc_type: str, message: str) -> Cause:
 
 # Where a previous run leaves sockets and temp files (a path prefix, never written here).
 _RUNTIME_DIRS = ("/tmp/", "/dev/shm/", "/run/")  # noqa: S108
+
+
+_CONFIG_FRAME = re.compile(r"\bparse_args\w*\(|hydra/_internal/config_loader|\bcompose\(|OmegaConf\.load\(")
+_ENGINE_INIT_FRAME = re.compile(r"\bLLM\(|vllm/engine/\w+\.py\", line \d+, in (?:__init__|from_engine_args)")
+
+
+def _cut_cause(tail: tuple[str, ...]) -> Cause:
+    """An excerpt cut before the final exception: where it stopped still tells the kind
+    when that place runs once per start (argument parsing, building the inference
+    engine), so the same start fails the same way."""
+    text = "\n".join(tail)
+    if _CONFIG_FRAME.search(text):
+        return Cause(_FATAL, "config_error", "the node's arguments or config do not parse: fix the key the error names")
+    if _ENGINE_INIT_FRAME.search(text):
+        return Cause(_FATAL, "inference_engine_init",
+                     "the inference engine (vLLM) cannot start with this GPU and config: lower max_model_len "
+                     "or gpu_memory_utilization, use a smaller model, or turn vLLM off")
+    return Cause(_RESTART, "uncaught_exception")
 
 
 # The fix for causes a line rule knows (the taxonomy's own causes carry theirs).

@@ -114,6 +114,7 @@ class TracebackAssembler:
         "_exc_msg",
         "_exc_type",
         "_header",
+        "_indent",
         "_lines",
         "_logged",
         "_prev",
@@ -137,6 +138,7 @@ class TracebackAssembler:
         self._logged = False
         self._chained = 0
         self._header = ""
+        self._indent = 0
 
     @property
     def in_block(self) -> bool:
@@ -182,6 +184,9 @@ class TracebackAssembler:
         self._state = _FRAMES
         self._lines = [line]
         self._header = body.strip()
+        # A block pasted indented (quoted in a message) keeps its exception at the
+        # header's indentation, not at column 0.
+        self._indent = len(body) - len(body.lstrip())
         # Caught: the log record that printed the traceback is at WARN level, either on
         # the header's own line or on the line just before it.
         before = (lead, self._prev, self._prev2)
@@ -227,9 +232,10 @@ class TracebackAssembler:
             self._keep(line)
             self._state = _FRAMES
             return None
+        indent = len(body) - len(body.lstrip())
         if self._state == _FRAMES:
             if (
-                body[:1].isspace()
+                indent > self._indent
                 or _FRAME.match(body)
                 or _CARETS.match(body)
                 or stripped == "..."
@@ -254,7 +260,7 @@ class TracebackAssembler:
         if stripped.startswith(("full_key:", "object_type=", "Set the environment variable HYDRA_FULL_ERROR")):
             self._keep(line)
             return None
-        if body[:1].isspace() and len(stripped) < 300 and not _FRAME.match(body):
+        if indent > self._indent and len(stripped) < 300 and not _FRAME.match(body):
             # The rest of a multi-line message (pretty-printed dicts, wrapped text).
             self._keep(line)
             return None
