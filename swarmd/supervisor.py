@@ -28,7 +28,7 @@ from typing import Any
 from swarmd import __version__
 from swarmd.backoff import Backoff
 from swarmd.capture import PipeCapture
-from swarmd.classify import Classifier, build_rules
+from swarmd.classify import Classifier, build_rules, is_progress
 from swarmd.cleanup import end_leftover_tree, find_leftover_tree, stop_and_clean
 from swarmd.clock import Clock
 from swarmd.config import Config, load
@@ -36,6 +36,7 @@ from swarmd.control import ControlRequest
 from swarmd.domain import Action, Decision, Health, ProbeResult, State, Verdict
 from swarmd.errors import ConfigError, SpawnError
 from swarmd.events import ChildDown, ChildExited, LineSeen, ProbeDone
+from swarmd.exit_context import CONFIRMED_OOM_KINDS
 from swarmd.follow import FileFollower
 from swarmd.heartbeat import Heartbeat, read_heartbeat
 from swarmd.metrics import Metrics
@@ -58,9 +59,7 @@ _CAPTURE_GRACE = 2.0  # after the group is gone, wait this long for the pipe's E
 _EXIT_EVIDENCE_WAIT = 0.25  # after an exit, wait this long at most for the pipe's EOF
 _HISTORY = 500  # restarts / rewards kept for the status page
 _FRAME_COALESCE = 0.25
-# Start-up chatter is activity, but not proof that the node trains (READY waits for more).
-_NOT_READY_KINDS = frozenset({"startup"})
-_LIVE = (State.STARTING, State.RUNNING, State.DEGRADED, State.RECONNECTING)
+_LIVE = (State.STARTING, State.RUNNING, State.DEGRADED, State.RECONNECTING, State.OPERATOR_NEEDED)
 
 
 @dataclass(slots=True)
@@ -315,7 +314,7 @@ class Supervisor:
         if sig.round is not None:
             self._round = sig.round
             self._stage = sig.stage if sig.stage is not None else self._stage
-        if sig.verdict in (Verdict.HEALTHY_PROGRESS, Verdict.HEALTHY_IDLE) and sig.kind not in _NOT_READY_KINDS:
+        if is_progress(sig):
             self._last_progress_mono = now
             self._on_progress(sig.kind)
         decision = self.policy.on_signal(sig, now)
@@ -331,6 +330,8 @@ class Supervisor:
             self._transition(State.RUNNING, "reconnected", why)
         elif self.state is State.DEGRADED and self._network_ok is not False:
             self._transition(State.RUNNING, "progress_seen", why)
+        elif self.state is State.OPERATOR_NEEDED:
+            self._transition(State.RUNNING, "operator_done", why)
 
     def _on_exit(self, ev: ChildExited) -> None:
         run = self._run
@@ -488,6 +489,8 @@ class Supervisor:
             self._request_reconnect(decision)
         elif decision.action is Action.GIVE_UP:
             self._give_up(decision)
+        elif decision.action is Action.WAIT_OPERATOR:
+            self._wait_operator(decision)
         else:
             self._schedule_restart(decision)
 
@@ -506,7 +509,8 @@ class Supervisor:
         self._restarts_by_reason[decision.reason] += 1
         self._restart_history.append((self.clock.wall(), decision.reason))
         self.metrics.restart(decision.reason)
-        self._oom_next = decision.action is Action.RESTART_AFTER_CLEANUP
+        # Only the kernel's own OOM record proves an OOM (a SIGKILL may be anything).
+        self._oom_next = decision.action is Action.RESTART_AFTER_CLEANUP and decision.reason in CONFIRMED_OOM_KINDS
         self._pending = decision
         self._decided_at = self.clock.monotonic()
         if self._run is None:
@@ -516,6 +520,14 @@ class Supervisor:
             return
         self._transition(State.RESTARTING, decision.reason, decision.evidence, next_backoff=round(decision.delay, 3))
         self._begin_stop(decision)
+
+    def _wait_operator(self, decision: Decision) -> None:
+        """The node waits for a person (login, API key, a prompt): say what to do, and
+        neither restart nor stall-restart it until it makes progress again."""
+        self._transition(State.OPERATOR_NEEDED, decision.reason, decision.evidence)
+        self._log_event("alert", level="warning", reason=decision.reason, evidence=decision.evidence[:1000],
+                        fix="the node waits for its operator: do what the evidence's fix says; swarmd resumes on progress")
+        self.notifier.status(f"operator needed: {decision.evidence[:200]}")
 
     def _give_up(self, decision: Decision) -> None:
         self._transition(State.FATAL, decision.reason, decision.evidence)

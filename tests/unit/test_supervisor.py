@@ -285,18 +285,45 @@ def test_sigusr1_is_passed_to_the_trainer_as_a_reconnect(h: Harness) -> None:
     assert h.sup.state is State.RECONNECTING
 
 
-def test_unexpected_exit_137_restarts_with_cleanup_and_oom_fallback(tmp_path: Path, spawner: FakeSpawner, logs: list[dict[str, Any]]) -> None:
-    """kill -9 / OOM: restart_after_cleanup, and the OOM fallback env on the next start."""
+def test_unexpected_sigkill_is_a_plain_restart_without_oom_fallback(tmp_path: Path, spawner: FakeSpawner, logs: list[dict[str, Any]]) -> None:
+    """kill -9 with no kernel OOM record: restart, and the OOM fallback env stays unarmed
+    (#9: a SIGKILL is not an OOM unless the kernel says so; this test used to expect it armed)."""
     h = Harness(tmp_path, spawner, oom_fallback_env=(("BATCH", "1"),))
     try:
         h.sup.start()
         spawner.last.exit(-9)
         h.pump(ChildDown)
         h.advance(5.1)
+        assert len(spawner.calls) == 2
+        assert "BATCH" not in spawner.calls[-1].env
+        assert not any(e["event"] == "oom_fallback_applied" for e in logs)
+    finally:
+        h.sup.close()
+
+
+def test_kernel_confirmed_oom_restarts_with_cleanup_and_oom_fallback(tmp_path: Path, spawner: FakeSpawner, logs: list[dict[str, Any]]) -> None:
+    """The kernel's OOM record: restart_after_cleanup, and the OOM fallback env on the next start."""
+    h = Harness(tmp_path, spawner, oom_fallback_env=(("BATCH", "1"),))
+    try:
+        h.sup.start()
+        h.line(Verdict.RESTART_AFTER_CLEANUP, "kernel_oom")
+        h.pump(ChildDown)
+        h.advance(5.1)
         assert spawner.calls[-1].env["BATCH"] == "1"
         assert any(e["event"] == "oom_fallback_applied" for e in logs)
     finally:
         h.sup.close()
+
+
+def test_operator_needed_is_a_state_with_an_alert_and_progress_leaves_it(h: Harness, logs: list[dict[str, Any]]) -> None:
+    """Waiting for a person: state operator_needed, an alert with the fix, no restart."""
+    h.sup.start()
+    h.line(Verdict.OPERATOR_NEEDED, "operator_needed")
+    assert h.sup.state is State.OPERATOR_NEEDED
+    assert any(e["event"] == "alert" and e.get("reason") == "operator_needed" for e in logs)
+    assert len(h.spawner.calls) == 1
+    h.line(Verdict.HEALTHY_PROGRESS, "round", round=1)
+    assert h.sup.state is State.RUNNING
 
 
 def test_clean_exit_stops_the_supervisor(h: Harness) -> None:

@@ -196,7 +196,9 @@ def test_assembly_is_linear_in_lines() -> None:
         return time.perf_counter() - began
 
     run(50)  # warm up
-    small, big = run(200), run(4000)
+    # Best of 3 each: the box is shared, one slow sample must not fail the test.
+    small = min(run(200) for _ in range(3))
+    big = min(run(4000) for _ in range(3))
     assert big < small * 20 * 4, (small, big)
 
 
