@@ -175,7 +175,7 @@ class JournalSource(StreamSource):
     """`journalctl -k -f`: the journald copy of the kernel log, new records only."""
 
     def __init__(self, journalctl: str) -> None:
-        self._proc = subprocess.Popen(  # noqa: S603 - a fixed argv, no shell
+        self._proc = subprocess.Popen(
             [journalctl, "-k", "-f", "-o", "short-monotonic", "-n", "0", "--no-pager"],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -204,7 +204,7 @@ def open_kernel_log(kmsg: str = _KMSG, journalctl: str | None = None) -> tuple[S
         problems.append("journalctl: not installed")
     else:
         try:
-            probe = subprocess.run(  # noqa: S603 - a fixed argv, no shell
+            probe = subprocess.run(
                 [exe, "-k", "-n", "0", "--no-pager", "-q"],
                 capture_output=True,
                 text=True,

@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from swarmd.kernel_log import KernelLogReader, KmsgSource, OomRecord, StreamSource, open_kernel_log, victim_in_tree
+from swarmd.kernel_log import (
+    KernelLogReader,
+    KmsgSource,
+    OomRecord,
+    StreamSource,
+    open_kernel_log,
+    victim_in_tree,
+)
 from swarmd.process import snapshot_tree
 from tests.memcg import memory_cgroup
 
@@ -89,7 +96,8 @@ def test_real_oom_kill_in_a_memory_limited_cgroup_is_read_from_the_kernel_log(tm
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
             ) as hog:
-                assert hog.stdout is not None and hog.stdin is not None
+                assert hog.stdout is not None
+                assert hog.stdin is not None
                 assert hog.stdout.readline() == b"in cgroup\n"
                 tree = _tree(hog.pid)
                 hog.stdin.write(b"go\n")
