@@ -18,7 +18,7 @@ from swarmd.classify import Classifier, is_progress
 from swarmd.domain import Signal, Verdict
 from swarmd.operator import OPERATOR_KINDS, OperatorWatch
 from swarmd.taxonomy import cause_of, with_fix
-from swarmd.tracebacks import Traceback, TracebackAssembler
+from swarmd.tracebacks import Traceback, TracebackAssembler, exception_type_of
 
 __all__ = ["FileJudgement", "LogAnalyzer", "block_signal", "judge_lines"]
 
@@ -39,6 +39,9 @@ def block_signal(tb: Traceback, classifier: Classifier) -> Signal:
     block = tb.lines
     if tb.caught:
         return Signal("caught_exception", Verdict.TRANSIENT_IGNORE, final, "traceback:caught", block=block)
+    user = classifier.exception_rule(tb.exc_type, final)
+    if user is not None:
+        return Signal(user.kind, user.verdict, final, user.name, block=block)
     known = classifier.classify(final) if tb.exc_type else None
     cause = cause_of(tb)
     if known is not None and known.kind not in ("startup",):
@@ -79,6 +82,12 @@ class LogAnalyzer:
             recent = self._last_sig is not None and self._n - self._sig_n <= _CONTEXT_LINES
             self._context = self._last_sig if recent else None
         sig = self._clf.classify(line)
+        if sig is not None and self._asm.in_block and self._clf.has_exception_rules:
+            # A user rule names this exception: the whole block decides, not the
+            # built-in line rule that also knows its final line.
+            exc = exception_type_of(line)
+            if exc and self._clf.exception_rule(exc, line) is not None:
+                sig = None
         if tb is None and sig is None:
             return _NONE
         out: list[Signal] = []

@@ -93,6 +93,18 @@ class Rule:
     pattern: re.Pattern[str]
     verdict: Verdict
     kind: str
+    # Set: the rule judges a traceback whose final exception has this type (short or
+    # dotted name), its pattern (if any) searched in that final line; it never
+    # matches a line on its own.
+    exception: str = ""
+
+    def matches_exception(self, exc_type: str, final_line: str) -> bool:
+        if not self.exception or not exc_type:
+            return False
+        want = self.exception
+        if exc_type != want and exc_type.rsplit(".", 1)[-1] != want and not exc_type.endswith("." + want):
+            return False
+        return self.pattern.pattern == "" or self.pattern.search(final_line) is not None
 
 
 # (name, pattern, verdict, kind, tokens). Tokens are lower-case substrings of which at
@@ -414,20 +426,22 @@ def _rule_from_spec(spec: RuleSpec) -> Rule:
         raise ValueError(
             f"rule {name!r}: bad pattern {spec.pattern!r}: {exc}"
         ) from None
-    if pattern.search("") is not None:
+    exception = spec.exception
+    if not exception and pattern.search("") is not None:
         raise ValueError(f"rule {name!r}: pattern {spec.pattern!r} matches every line")
-    return Rule(name, pattern, verdict, spec.kind or name)
+    return Rule(name, pattern, verdict, spec.kind or name, exception)
 
 
 class Classifier:
     """Applies an ordered rule list to one line at a time; holds no other state."""
 
-    __slots__ = ("_always", "_by_token", "_gate", "_gate_rx", "_rules")
+    __slots__ = ("_always", "_by_token", "_exception_rules", "_gate", "_gate_rx", "_rules")
 
     def __init__(self, rules: Sequence[Rule] | None = None) -> None:
-        self._rules: tuple[Rule, ...] = tuple(
-            _DEFAULT_RULES if rules is None else rules
-        )
+        given = tuple(_DEFAULT_RULES if rules is None else rules)
+        # Exception rules judge traceback blocks (see `analyze`), never single lines.
+        self._exception_rules = tuple(r for r in given if r.exception)
+        self._rules: tuple[Rule, ...] = tuple(r for r in given if not r.exception)
         # Rules we know tokens for are only tried when a token occurs; any other rule
         # (user-written, or a built-in whose pattern was replaced) is always tried.
         always: list[int] = []
@@ -453,6 +467,17 @@ class Classifier:
     @property
     def rules(self) -> tuple[Rule, ...]:
         return self._rules
+
+    @property
+    def has_exception_rules(self) -> bool:
+        return bool(self._exception_rules)
+
+    def exception_rule(self, exc_type: str, final_line: str) -> Rule | None:
+        """The first user rule naming this final exception type, if any."""
+        for rule in self._exception_rules:
+            if rule.matches_exception(exc_type, final_line):
+                return rule
+        return None
 
     def classify(self, line: str) -> Signal | None:
         """The signal of the first matching rule, or None when no rule knows the line.

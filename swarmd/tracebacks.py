@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Traceback", "TracebackAssembler"]
+__all__ = ["Traceback", "TracebackAssembler", "exception_type_of"]
 
 _MAX_BLOCK_LINES = 400  # frames kept; a deeper (recursive) traceback keeps its head and tail
 _HEADER = "recent call last"
@@ -287,3 +287,9 @@ def _strip(line: str) -> str:
     """The line without a per-line log prefix (only tried inside a block)."""
     m = _PREFIX.match(line)
     return line[m.end() :] if m else line
+
+
+def exception_type_of(line: str) -> str:
+    """The exception type a line would end a traceback with (`""` if none)."""
+    m = _EXC.match(_strip(line).strip())
+    return m.group("type") if m else ""

@@ -200,3 +200,25 @@ def test_last_crash_is_remembered_for_the_exit_context(clf: Classifier) -> None:
     an.flush()
     assert an.last_crash is not None
     assert an.last_crash.verdict is V.GIVE_UP_FATAL
+
+
+def test_user_rule_may_match_a_tracebacks_final_exception_type() -> None:
+    """`exception = "ZeroDivisionError"` judges the block, and never a bare line."""
+    from swarmd.classify import build_rules
+    from swarmd.config import RuleSpec
+
+    rules = build_rules([RuleSpec(name="div", pattern="", verdict="give_up_fatal", kind="math", exception="ZeroDivisionError")])
+    clf = Classifier(rules)
+    judged = judge_lines(crash("ZeroDivisionError: division by zero"), clf)
+    assert (judged.verdict, judged.deciding[0].rule) == (V.GIVE_UP_FATAL, "div")
+    assert clf.classify("ZeroDivisionError: division by zero") is None
+
+
+def test_exception_rule_with_pattern_needs_both() -> None:
+    from swarmd.classify import build_rules
+    from swarmd.config import RuleSpec
+
+    spec = RuleSpec(name="oom-big", pattern="Tried to allocate [0-9.]+ GiB", verdict="give_up_fatal", exception="OutOfMemoryError")
+    clf = Classifier(build_rules([spec]))
+    assert judge_lines(crash("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"), clf).verdict is V.GIVE_UP_FATAL
+    assert judge_lines(crash("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB"), clf).verdict is V.RESTART
