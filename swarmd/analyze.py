@@ -23,6 +23,9 @@ from swarmd.tracebacks import Traceback, TracebackAssembler, exception_type_of
 __all__ = ["FileJudgement", "LogAnalyzer", "block_signal", "judge_lines"]
 
 _NONE: tuple[Signal, ...] = ()
+_GAME_LOOP = re.compile(r", in run_game\b")
+# The upstream launcher's words once its trainer is gone (not signals: they name no cause).
+_EXITED = re.compile(r">> Shutting down trainer|^\s*Terminated\s*$|\bzsh: terminated\b")
 _WENT_ON_KINDS = frozenset({"logged_exception", "caught_exception"})
 _CONTEXT_LINES = 8
 _FIX_FROM = Verdict.OPERATOR_NEEDED.severity  # a complaint this close before a traceback introduced it
@@ -44,6 +47,10 @@ def block_signal(tb: Traceback, classifier: Classifier) -> Signal:
         return Signal(user.kind, user.verdict, final, user.name, block=block)
     known = classifier.classify(final) if tb.exc_type else None
     cause = cause_of(tb)
+    if known is not None and known.verdict.severity < Verdict.RESTART.severity and _GAME_LOOP.search("\n".join(block)):
+        # It escaped to the node's game loop (run_game), which ends the game: whatever
+        # the library calls the error, the node has stopped training.
+        return Signal("game_loop_exception", Verdict.RESTART, final, f"traceback:game_loop:{known.rule}", block=block)
     if known is not None and known.kind not in ("startup",):
         # The line rules know this cause; the taxonomy may still word the fix better.
         fix = cause.fix if cause.verdict is known.verdict else ""
@@ -146,8 +153,11 @@ def judge_lines(lines: Iterable[str], classifier: Classifier) -> FileJudgement:
     except a generic crash the node visibly survived (real progress after it)."""
     an = LogAnalyzer(classifier)
     signals: list[Signal] = []
+    exited_at = -1  # signals seen before the launcher said its trainer is gone
     for line in lines:
         signals.extend(an.feed(line))
+        if _EXITED.search(line):
+            exited_at = len(signals)
     signals.extend(an.flush())
     pending = an.pending_operator()
     if pending is not None:
@@ -172,4 +182,9 @@ def judge_lines(lines: Iterable[str], classifier: Classifier) -> FileJudgement:
         return FileJudgement(last.verdict, (last,), tuple(signals))
     # The whole block is better evidence than its last line alone: blocks first.
     top = tuple(sorted((s for s in useful if s.verdict.severity == worst), key=lambda s: not s.block))
+    last_wait = max((i for i, s in enumerate(signals) if s.kind in OPERATOR_KINDS), default=len(signals))
+    if top[0].verdict is Verdict.OPERATOR_NEEDED and exited_at > last_wait:
+        # It stopped waiting by exiting: a restart would ask the same person again
+        # (the exit context's rule), so the fix is needed before anything else.
+        return FileJudgement(Verdict.GIVE_UP_FATAL, top, tuple(signals))
     return FileJudgement(top[0].verdict, top, tuple(signals))

@@ -168,6 +168,13 @@ _BUILTINS: tuple[tuple[str, str, Verdict, str, tuple[str, ...]], ...] = (
     ("hub_token_missing",
      r"hugging ?face token was not found|(?:HF|Hugging ?Face) token (?:is )?(?:invalid|not valid|required)",
      _V.GIVE_UP_FATAL, "hub_access_denied", ("token",)),
+    # glibc/C-extension aborts: memory corruption in a native library, the same at every start.
+    ("native_abort",
+     r"\bAborted\s+\(core dumped\)|double free detected|free\(\): invalid pointer|corrupted size vs\. prev_size",
+     _V.GIVE_UP_FATAL, "native_crash", ("aborted", "double free", "free(): invalid", "corrupted size")),
+    # The launcher script itself references a file that is not there.
+    ("launcher_script_missing_file", r"^\S+\.sh: line \d+: [^:]{1,300}: No such file or directory",
+     _V.GIVE_UP_FATAL, "launcher_script_error", (".sh: line",)),
     ("p2pd_binary_missing", r"p2pd binary not found",
      _V.GIVE_UP_FATAL, "dependency_missing", ("p2pd binary",)),
     ("backend_file_missing",
@@ -258,6 +265,10 @@ _BUILTINS: tuple[tuple[str, str, Verdict, str, tuple[str, ...]], ...] = (
     ("asyncio_noise",
      r"Task was destroyed but it is pending|(?:Task|Future) exception was never retrieved|Event loop is closed",
      _V.TRANSIENT_IGNORE, "asyncio_noise", ("task was destroyed", "never retrieved", "event loop is closed")),
+    # hivemind's p2pd client warns about a daemon reply it did not expect and goes on.
+    ("p2pd_control_warning",
+     r"\[WARN(?:ING)?\]\s?\[[\w.]*p2p_daemon_bindings[\w.]*:\d+\].{0,200}?(?:unexpected response|daemonError)",
+     _V.TRANSIENT_IGNORE, "p2pd_warning", ("p2p_daemon_bindings",)),
     ("reward_submit_banner", r"most likely transient and will recover",
      _V.TRANSIENT_IGNORE, "reward_submit", ("transient",)),
     ("reward_submit_failed", r"Failed to submit (?:to chain|reward)",

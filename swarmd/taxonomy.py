@@ -38,6 +38,11 @@ _RESTART = Verdict.RESTART
 _MODULE = re.compile(r"No module named '?([\w.]+)")
 _ERRNO_PATH = re.compile(r"No such file or directory: '([^']+)'")
 _INNER_REPR = re.compile(r"\b((?:[A-Za-z_]\w*\.)*[A-Z]\w*(?:Error|Exception|Timeout))\((['\"])(.*)")
+# An API the code calls is not there: a package of another version than the code wants.
+_VERSION_MISMATCH = re.compile(
+    r"module '[\w.]+' has no attribute|got an unexpected keyword argument|"
+    r"'\w*(?:Config|Args|Arguments|Settings)' object has no attribute|takes \d+ positional arguments? but \d+ (?:were|was) given"
+)
 _HTTP_5XX = re.compile(r"\b5\d\d\b (?:Server Error|Bad Gateway|Service Unavailable|Gateway Time-?out)|\b50[234]\b|Bad Gateway")
 _HTTP_AUTH = re.compile(r"\b40[13]\b (?:Client Error|Unauthorized|Forbidden)|GatedRepoError|RepositoryNotFoundError")
 
@@ -128,6 +133,10 @@ def cause_of_text(exc_type: str, message: str) -> Cause:
         return Cause(_RESTART, "http_error")
     if exc_type in _NETWORK_TYPES or _HTTP_5XX.search(message) or "Temporary failure in name resolution" in message:
         return Cause(_RESTART, "network_error")
+    if _VERSION_MISMATCH.search(message) and exc_type in ("AttributeError", "TypeError", "ImportError"):
+        return Cause(_FATAL, "dependency_version_mismatch",
+                     "installed package versions do not match what the node's code expects: reinstall the "
+                     "node's pinned requirements in a clean venv (or use the release that matches them)")
     if exc_type == "KeyboardInterrupt":
         return Cause(Verdict.TRANSIENT_IGNORE, "interrupted")
     return Cause(_RESTART, "uncaught_exception")

@@ -68,6 +68,7 @@ _GOES_ON = re.compile(
 _LIBRARY_RECORD = re.compile(
     r"\[(?:ERROR|WARN|WARNING|INFO|DEBUG)\]\s?\[[\w.<>]+:\d+\]|Task exception was never retrieved"
 )
+_OCR_DOTS = re.compile(r"(?<=\w)\. (?=[a-z_]\w*[.:])")  # "requests. exceptions.HTTPError"
 _ERROR_REPR_LINE = re.compile(r"^[A-Z]\w*(?:Error|Exception)\(")
 
 
@@ -109,6 +110,7 @@ class TracebackAssembler:
     """Feeds on lines; returns a finished `Traceback` when a block closes, else None."""
 
     __slots__ = (
+        "_after_frame",
         "_caught",
         "_chained",
         "_exc_msg",
@@ -139,6 +141,7 @@ class TracebackAssembler:
         self._chained = 0
         self._header = ""
         self._indent = 0
+        self._after_frame = False
 
     @property
     def in_block(self) -> bool:
@@ -183,6 +186,7 @@ class TracebackAssembler:
             return
         self._state = _FRAMES
         self._lines = [line]
+        self._after_frame = not lead and not (_HEADER in line or _HYDRA in line)
         self._header = body.strip()
         # A block pasted indented (quoted in a message) keeps its exception at the
         # header's indentation, not at column 0.
@@ -241,10 +245,17 @@ class TracebackAssembler:
                 or stripped == "..."
                 or '", line ' in stripped  # a frame soft-wrapped inside its path
             ):
+                self._after_frame = bool(_FRAME.match(body))
                 self._keep(line)
                 return None
-            m = _EXC.match(stripped)
+            m = _EXC.match(stripped) or _EXC.match(_OCR_DOTS.sub(".", stripped[:120]) + stripped[120:])
             if m is None:
+                if self._after_frame:
+                    # The source line of the frame above, its indentation lost (a
+                    # retyped or OCR'd copy): still inside the block.
+                    self._after_frame = False
+                    self._keep(line)
+                    return None
                 # Not an exception: the excerpt was cut, or another writer interleaved.
                 return self._finish()
             self._keep(line)

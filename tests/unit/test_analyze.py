@@ -222,3 +222,44 @@ def test_exception_rule_with_pattern_needs_both() -> None:
     clf = Classifier(build_rules([spec]))
     assert judge_lines(crash("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"), clf).verdict is V.GIVE_UP_FATAL
     assert judge_lines(crash("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 20.00 MiB"), clf).verdict is V.RESTART
+
+
+@pytest.mark.parametrize(
+    "final",
+    [
+        "AttributeError: 'GRPOConfig' object has no attribute 'top_p'",
+        "AttributeError: module 'hivemind' has no attribute 'get_dht_time'",
+        "TypeError: __init__() got an unexpected keyword argument 'use_vllm'",
+        "hydra.errors.InstantiationException: Error in call to target 'x.Trainer': AttributeError(\"'GRPOConfig' object has no attribute 'top_p'\")",
+    ],
+)
+def test_api_of_another_package_version_is_fatal(clf: Classifier, final: str) -> None:
+    judged = judge_lines(crash(final), clf)
+    assert (judged.verdict, judged.deciding[0].kind) == (V.GIVE_UP_FATAL, "dependency_version_mismatch")
+
+
+def test_native_abort_is_fatal(clf: Classifier) -> None:
+    lines = ["free(): double free detected in tcache 2", "./run_rl_swarm.sh: line 221: 15150 Aborted                 (core dumped) python -m x"]
+    assert judge_lines(lines, clf).verdict is V.GIVE_UP_FATAL
+
+
+def test_retyped_traceback_that_reached_the_game_loop_restarts(clf: Classifier) -> None:
+    """A reward error that escaped to genrl's run_game ends the game, unlike the same
+    error caught by the submit wrapper (indentation lost in a retyped copy)."""
+    lines = [
+        'File "/x/genrl/game/game_manager.py", line 169, in run_game',
+        "self.run_game_round() # Loops through stages",
+        'File "/x/genrl/blockchain/connections.py", line 17, in send_via_api',
+        "response.raise_for_status()",
+        "requests. exceptions.HTTPError: 400 Client Error: Bad Request for url: http://localhost:3000/api/submit-reward",
+        "Stack (most recent call last):",
+        'File "<frozen runpy>", line 198, in _run_module_as_main',
+    ]
+    judged = judge_lines(lines, clf)
+    assert (judged.verdict, judged.deciding[0].kind) == (V.RESTART, "game_loop_exception")
+
+
+def test_login_wait_that_ends_in_the_launcher_shutting_down_is_fatal(clf: Classifier) -> None:
+    lines = ["./run_rl_swarm.sh: line 101: open: command not found", ">> Shutting down trainer...", "Terminated"]
+    assert judge_lines(lines, clf).verdict is V.GIVE_UP_FATAL
+    assert judge_lines([lines[0], "Waiting for modal userData.json to be created..."], clf).verdict is V.OPERATOR_NEEDED
