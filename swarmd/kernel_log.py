@@ -25,11 +25,14 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
+
+from swarmd.events import KernelOom
 
 __all__ = [
     "JournalSource",
     "KernelLogReader",
+    "KernelWatch",
     "KmsgSource",
     "OomRecord",
     "StreamSource",
@@ -273,3 +276,46 @@ class KernelLogReader:
         # selects on could hand its number to another file.
         self._thread.join(timeout=2.0)
         self.source.close()
+
+
+class KernelWatch:
+    """The supervisor's part: follow the kernel log while swarmd runs and post each
+    OOM victim (`events.KernelOom`); `lookup` answers an exit judged before the
+    record reached the loop."""
+
+    name = "kernel_log"
+
+    def __init__(self, post: Callable[[Any], None], log: Any, opener: Callable[[], tuple[Source | None, str]] = open_kernel_log) -> None:
+        self._post = post
+        self._log = log
+        self._opener = opener
+        self._reader: KernelLogReader | None = None
+
+    def start(self) -> None:
+        if self._reader is not None:
+            return
+        source, what = self._opener()
+        if source is None:
+            self._log.warning("kernel_log_unavailable", reason=what)
+            return
+        self._reader = KernelLogReader(source, self._on_record).start()
+        self._log.info("kernel_log_followed", source=what)
+
+    def reconfigure(self, config: object) -> list[Any]:
+        return []
+
+    def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    def lookup(self, tree: Mapping[int, str], timeout: float) -> str:
+        reader = self._reader
+        if reader is None:
+            return ""
+        record = reader.wait_for_victim(tree, timeout)
+        return record.line if record is not None else ""
+
+    def _on_record(self, record: OomRecord) -> None:
+        if record.victim and record.pid is not None:
+            self._post(KernelOom(record.pid, record.name, record.line))

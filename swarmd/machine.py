@@ -22,9 +22,9 @@ from swarmd.backoff import Backoff
 from swarmd.classify import Classifier, build_rules, is_progress
 from swarmd.clock import Clock
 from swarmd.config import Config
-from swarmd.domain import Action, Decision, ProbeResult, State
+from swarmd.domain import Action, Decision, ProbeResult, Signal, State, Verdict
 from swarmd.errors import SpawnError
-from swarmd.events import ChildDown, ChildExited, LineSeen
+from swarmd.events import ChildDown, ChildExited, KernelOom, LineSeen
 from swarmd.exit_context import CONFIRMED_OOM_KINDS
 from swarmd.health import HeartbeatHealth
 from swarmd.heartbeat import Heartbeat
@@ -36,6 +36,13 @@ from swarmd.probes import probe_network
 from swarmd.readiness import Readiness
 from swarmd.status_board import StatusBoard
 from swarmd.trainer_run import Launcher, Run
+
+_KERNEL_RECORD_WAIT = 0.5  # seconds a SIGKILL exit waits for the kernel's OOM record
+
+
+def _tree(run: Run) -> dict[int, str]:
+    return {ref.pid: ref.name for ref in run.refs.values()}
+
 
 _LIVE = (State.STARTING, State.RUNNING, State.DEGRADED, State.RECONNECTING, State.OPERATOR_NEEDED)
 
@@ -75,6 +82,10 @@ class Machine:
         self._pending: Decision | None = None
         self._decided_at = 0.0
         self._oom_next = False
+        self._stdout_gate: LineGate | None = None  # the current run's pipe analyzer
+        self._kernel_oom = ""  # the kernel's OOM record for a process of the current run
+        # Set by the supervisor when the kernel log is readable: (tree, timeout) -> record.
+        self.kernel_lookup: Callable[[Mapping[int, str], float], str] | None = None
         self.classifier = Classifier(build_rules(config.rules))
         self.policy = Policy(config.trainer, config.health, Backoff(config.restart))
 
@@ -103,6 +114,7 @@ class Machine:
             self._schedule_restart(self.policy.restart(Action.RESTART, "spawn_oserror", str(err), now))
             return
         self.run = run
+        self._kernel_oom = ""
         self.policy.child_started(now)
         self.restart_at = None
         self.log_event("child_started", pid=run.child.pid, argv=list(cfg.command), cwd=str(cfg.cwd))
@@ -111,7 +123,9 @@ class Machine:
             self.mark_ready("started")
 
     def _line_gate(self, gen: int) -> Callable[[str, float], None]:
-        return LineGate(lambda: self.classifier, self._post, lambda: gen, "stdout")
+        gate = LineGate(lambda: self.classifier, self._post, lambda: gen, "stdout")
+        self._stdout_gate = gate
+        return gate
 
     # -- events -----------------------------------------------------------------------------------
     def on_line(self, ev: LineSeen) -> None:
@@ -149,7 +163,12 @@ class Machine:
         self.log_event("child_exited", pid=run.child.pid, returncode=ev.returncode, expected=run.stopping)
         if run.stopping:
             return  # the stop worker reports ChildDown
-        decision = self.policy.on_exit(ev.returncode, self.clock.monotonic())
+        crash = self._stdout_gate.last_crash() if self._stdout_gate is not None else None
+        kernel_oom = self._kernel_oom
+        if not kernel_oom and ev.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL) and self.kernel_lookup:
+            # The kernel writes its record as it kills; our reader may be a moment behind.
+            kernel_oom = self.kernel_lookup(_tree(run), _KERNEL_RECORD_WAIT)
+        decision = self.policy.on_exit(ev.returncode, self.clock.monotonic(), crash=crash, kernel_oom=kernel_oom)
         if decision.action is Action.NONE:
             self._pending = decision
             self.transition(State.STOPPING, decision.reason, decision.evidence)
@@ -179,6 +198,23 @@ class Machine:
         elif decision is not None:
             self.restart_at = self.clock.monotonic() + max(0.0, decision.delay - (self.clock.monotonic() - self._decided_at))
             self.transition(State.BACKOFF, decision.reason, decision.evidence, next_backoff=round(decision.delay, 3))
+
+    def on_kernel_oom(self, ev: KernelOom) -> None:
+        """The kernel killed a process for memory: ours (by pid and name in the recorded
+        tree) -> restart after cleanup with the kernel's line as evidence."""
+        run = self.run
+        if run is None or self.state not in _LIVE or _tree(run).get(ev.pid, None) is None:
+            return
+        if _tree(run)[ev.pid][:15] != ev.name[:15]:
+            return  # the pid was reused by a process that is not ours
+        self._kernel_oom = ev.line
+        self.log_event("kernel_oom", level="warning", pid=ev.pid, name=ev.name, evidence=ev.line[:500])
+        if run.exited is not None:
+            return  # the exit is being judged with it already
+        decision = self.policy.on_signal(
+            Signal("kernel_oom", Verdict.RESTART_AFTER_CLEANUP, ev.line, rule="kernel_log"), self.clock.monotonic()
+        )
+        self.apply(decision)
 
     def on_probe(self, result: ProbeResult) -> None:
         was = self.network_ok

@@ -50,6 +50,7 @@ class Policy:
         self._last_fault: Signal | None = None
         self._faults: deque[Signal] = deque(maxlen=_RECENT_FAULTS)
         self._waiting: Signal | None = None  # the node's last "waiting for a person" line
+        self._crash: Signal | None = None  # the last uncaught traceback of this run
         self._operator = False  # operator_needed reported: no stall restarts until progress
         self._reconnect: _Reconnect | None = None
         self._failed_reconnects = 0
@@ -62,6 +63,7 @@ class Policy:
         self._last_wait = 0.0
         self._last_fault = None
         self._faults.clear()
+        self._crash = None
         self._waiting = None
         self._operator = False
         self._reconnect = None
@@ -118,6 +120,13 @@ class Policy:
             return NO_DECISION
         self._last_fault = sig
         self._faults.append(sig)
+        if sig.block and verdict is Verdict.RESTART:
+            # An uncaught traceback whose cure is a restart: the process is about to
+            # exit (then the exit context decides) or goes on (then it was not fatal to
+            # it, and stall detection still watches). Restarting now could only cut
+            # off the evidence that follows.
+            self._crash = sig
+            return NO_DECISION
         if verdict is Verdict.OPERATOR_NEEDED:
             return self._wait_operator(sig)
         if verdict is Verdict.GIVE_UP_FATAL:
@@ -135,7 +144,7 @@ class Policy:
         judged = judge_exit(
             ExitFacts(
                 returncode,
-                crash=crash,
+                crash=crash if crash is not None else self._crash,
                 faults=tuple(self._faults),
                 kernel_oom=kernel_oom,
                 exit_zero_is_failure=self._trainer.exit_zero_is_failure,

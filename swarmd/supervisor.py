@@ -23,9 +23,10 @@ from swarmd.config import Config, load
 from swarmd.control import ControlRequest
 from swarmd.domain import Action, Decision, State
 from swarmd.errors import ConfigError
-from swarmd.events import ChildDown, ChildExited, LineSeen, ProbeDone
+from swarmd.events import ChildDown, ChildExited, KernelOom, LineSeen, ProbeDone
 from swarmd.health import HeartbeatHealth
 from swarmd.inputs import Followers, ProbeLoop
+from swarmd.kernel_log import KernelWatch
 from swarmd.machine import Machine
 from swarmd.metrics import Metrics
 from swarmd.notify import Notifier
@@ -86,7 +87,10 @@ class Supervisor:
             config.logs.follow, classifier=lambda: self.machine.classifier, gen=lambda: launcher.gen,
             post=self.events.put, count_line=self.metrics.lines, clock=clock,
         )
-        for part in (followers, ProbeLoop(config.probes, self.events.put), self._health, self._readiness):
+        # The kernel's OOM records: the only proof that a SIGKILL was an OOM kill.
+        kernel = KernelWatch(self.events.put, log)
+        self.machine.kernel_lookup = kernel.lookup
+        for part in (followers, ProbeLoop(config.probes, self.events.put), self._health, self._readiness, kernel):
             self.parts.add(part)
 
     # -- public -----------------------------------------------------------------------------
@@ -208,6 +212,8 @@ class Supervisor:
             self._on_control(event.verb)
         elif isinstance(event, ProbeDone):
             m.on_probe(event.result)
+        elif isinstance(event, KernelOom):
+            m.on_kernel_oom(event)
 
     def _on_os_signal(self, signum: int) -> None:
         m = self.machine
