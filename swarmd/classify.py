@@ -174,7 +174,7 @@ _BUILTINS: tuple[tuple[str, str, Verdict, str, tuple[str, ...]], ...] = (
      _V.GIVE_UP_FATAL, "native_crash", ("aborted", "double free", "free(): invalid", "corrupted size")),
     # The launcher script itself references a file that is not there.
     ("launcher_script_missing_file", r"^\S+\.sh: line \d+: [^:]{1,300}: No such file or directory",
-     _V.GIVE_UP_FATAL, "launcher_script_error", (".sh: line",)),
+     _V.GIVE_UP_FATAL, "launcher_script_error", ("no such file",)),
     ("p2pd_binary_missing", r"p2pd binary not found",
      _V.GIVE_UP_FATAL, "dependency_missing", ("p2pd binary",)),
     ("backend_file_missing",

@@ -37,7 +37,7 @@ from swarmd.readiness import Readiness
 from swarmd.status_board import StatusBoard
 from swarmd.trainer_run import Launcher, Run
 
-_KERNEL_RECORD_WAIT = 0.5  # seconds a SIGKILL exit waits for the kernel's OOM record
+_KERNEL_RECORD_WAIT = 0.2  # seconds a SIGKILL exit waits for the kernel's OOM record
 
 
 def _tree(run: Run) -> dict[int, str]:
