@@ -52,19 +52,15 @@ for i in range(180):
     out.append(f"[2025-07-27 16:27:55,431][genrl.logging_utils.global_defs][INFO] - noise {i}")
     if i % 90 == 89:
         out.extend(CAUGHT)
-sys.stdout.write("
-".join(out) + "
-")
+sys.stdout.write("\n".join(out) + "\n")
 sys.stdout.flush()
 time.sleep(random.uniform(0.05, 0.15))
 for line in ("Traceback (most recent call last):",
              '  File "/x/hivemind/p2p/p2p_daemon.py", line 263, in _ping_daemon',
-             "    raise P2PDaemonError(f"Daemon failed to start in {timeout} seconds")"):
-    sys.stdout.write(line + "
-")
+             "    await self._ping_daemon_with_retries(ping_n_attempts)"):
+    sys.stdout.write(line + "\n")
 t = time.time()
-sys.stdout.write(f"hivemind.p2p.p2p_daemon_bindings.utils.P2PDaemonError: Daemon failed to start in 15.0 seconds [t={t:.6f}]
-")
+sys.stdout.write(f"hivemind.p2p.p2p_daemon_bindings.utils.P2PDaemonError: Daemon failed to start in 15.0 seconds [t={t:.6f}]\n")
 sys.stdout.flush()
 time.sleep(30)
 """

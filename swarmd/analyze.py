@@ -83,12 +83,14 @@ class LogAnalyzer:
             line = _ANSI.sub("", line)
         self._n += 1
         was_open = self._asm.in_block
+        source_line = self._asm.expects_source and line[:1].isspace()
         tb = self._asm.feed(line)
         if self._asm.in_block and (not was_open or tb is not None):
             # A block opens here: a known complaint logged just before it owns it.
             recent = self._last_sig is not None and self._n - self._sig_n <= _CONTEXT_LINES
             self._context = self._last_sig if recent else None
-        sig = self._clf.classify(line)
+        # A frame's source line is code (`raise P2PDaemonError(...)`), not an event.
+        sig = None if source_line else self._clf.classify(line)
         if sig is not None and self._asm.in_block and self._clf.has_exception_rules:
             # A user rule names this exception: the whole block decides, not the
             # built-in line rule that also knows its final line.

@@ -147,6 +147,11 @@ class TracebackAssembler:
     def in_block(self) -> bool:
         return self._state != _IDLE
 
+    @property
+    def expects_source(self) -> bool:
+        """The next line is the source line of the frame just read (code, not an event)."""
+        return self._state == _FRAMES and self._after_frame
+
     def feed(self, line: str) -> Traceback | None:
         """One line in; the block it closed (if any) out. The line itself may open a
         new block, which is then reported by a later call."""

@@ -263,3 +263,17 @@ def test_login_wait_that_ends_in_the_launcher_shutting_down_is_fatal(clf: Classi
     lines = ["./run_rl_swarm.sh: line 101: open: command not found", ">> Shutting down trainer...", "Terminated"]
     assert judge_lines(lines, clf).verdict is V.GIVE_UP_FATAL
     assert judge_lines([lines[0], "Waiting for modal userData.json to be created..."], clf).verdict is V.OPERATOR_NEEDED
+
+
+def test_a_frames_source_line_is_code_not_an_event(clf: Classifier) -> None:
+    """`raise P2PDaemonError("Daemon failed to start ...")` in a frame is hivemind's source,
+    printed in every traceback through that function; only the final exception counts."""
+    an = LogAnalyzer(clf)
+    lines = [
+        "Traceback (most recent call last):",
+        '  File "/x/hivemind/p2p/p2p_daemon.py", line 263, in _ping_daemon',
+        '    raise P2PDaemonError(f"Daemon failed to start in {timeout} seconds")',
+    ]
+    assert [s for line in lines for s in an.feed(line)] == []
+    final = an.feed("hivemind.p2p.p2p_daemon_bindings.utils.P2PDaemonError: Daemon failed to start in 15.0 seconds")
+    assert [s.rule for s in final] == ["p2pd_startup_timeout"]
