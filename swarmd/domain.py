@@ -108,6 +108,7 @@ class Health:
 
     network_ok: bool | None = None
     p2pd_alive: bool | None = None
+    p2pd_evidence: str = ""  # why p2pd counts as dead (gone, or not answering)
     peers: int | None = None
     heartbeat_age: float | None = None
     probes: tuple[ProbeResult, ...] = field(default_factory=tuple)

@@ -160,7 +160,8 @@ class Policy:
                 Action.RESTART, "stall", f"no progress and no heartbeat change for {silent:.0f}s", now
             )
         if health.p2pd_alive is False:
-            return self._reconnect_or_restart("p2pd_gone", "the trainer's p2pd daemon is no longer running", now)
+            evidence = health.p2pd_evidence or "the trainer's p2pd daemon is no longer running"
+            return self._reconnect_or_restart("p2pd_gone", evidence, now)
         return self._check_peers(now, health)
 
     def restart(self, action: Action, reason: str, evidence: str, now: float) -> Decision:
@@ -198,6 +199,8 @@ class Policy:
         )
 
     def _reconnect_or_restart(self, reason: str, evidence: str, now: float) -> Decision:
+        if self._health.reconnect == "restart":
+            return self.restart(Action.RESTART, reason, evidence, now)  # the node cannot re-bootstrap in place
         if self._reconnect is not None:
             cooldown = max(_RECONNECT_COOLDOWN_FLOOR, self._health.reconnect_timeout)
             if now - self._reconnect.sent_at < cooldown:
