@@ -185,6 +185,8 @@ _STATE_COLORS = {"running": "32", "degraded": "33", "reconnecting": "33", "backo
 
 
 def render_status(s: dict[str, Any], color: bool = False) -> str:
+    from swarmd.status_lines import chain_line, p2pd_line
+
     """The `swarmd status` table; pure so it is tested without a daemon."""
 
     def paint(text: str, code: str) -> str:
@@ -215,6 +217,8 @@ def render_status(s: dict[str, Any], color: bool = False) -> str:
         ("round / stage", f"{s.get('round', '-')} / {s.get('stage', '-')}"),
         ("peers", str(s.get("peers") if s.get("peers") is not None else "-")),
         ("peer", f"{s.get('animal') or '-'} {s.get('peer_id') or ''}".strip()),
+        ("p2pd", p2pd_line(s.get("dht") or {})),
+        ("chain", chain_line(s.get("chain") or {})),
         ("last progress", f"{dur(s.get('last_progress_age_s'))} ago" if s.get("last_progress_age_s") is not None else "-"),
         ("reward trend", trend),
         ("config", str(s.get("config_path", "-"))),
