@@ -55,7 +55,9 @@ class DhtHealth:
         answered = None if look.answer is None else look.answer.ok
         detail = "" if look.answer is None else look.answer.detail
         self.last = look
-        self.judgement = self._tracker.observe(Sighting(look.at, key, answered, detail))
+        dht = look.parts.dht
+        sighting = Sighting(look.at, key, answered, detail, dht.pid if dht else None, dht.stopped if dht else False)
+        self.judgement = self._tracker.observe(sighting)
         return self.judgement
 
     def status(self) -> dict[str, Any]:

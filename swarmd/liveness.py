@@ -10,7 +10,9 @@ p2pd dies), so this judges from outside, from a series of looks at the node's tr
   killed DHT process takes its p2pd out of the tree as well: the orphan is re-parented);
 - a p2pd that still runs but has not answered its control socket for
   `unanswered_after` seconds (and at least two asks) is as good as dead: SIGSTOPped,
-  wedged, or its socket deleted.
+  wedged, or its socket deleted;
+- a DHT process (p2pd's parent, hivemind's forked process) stopped for as long is the
+  same fault one step up: p2pd answers, but nothing in the node serves the DHT.
 
 A new daemon (another pid) replaces the old one: an in-place reconnect restarts the DHT.
 No clock is read here; every call gets `now` (monotonic).
@@ -23,22 +25,26 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class Sighting:
-    """One look: the node's p2pd (pid, start time) if any, and whether its control
-    socket answered (None: not asked)."""
+    """One look: the node's p2pd (pid, start time) if any, whether its control socket
+    answered (None: not asked), and its DHT process (pid, and whether it is stopped)."""
 
     at: float
     p2pd: tuple[int, float] | None
     answered: bool | None = None
     detail: str = ""
+    dht: int | None = None
+    dht_stopped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Judgement:
-    """`alive`: True, False (with the evidence why), or None while nothing is known
-    (no p2pd yet, or a node that does not use hivemind)."""
+    """`alive`: True, False (with the cause and the evidence), or None while nothing
+    is known (no p2pd yet, or a node that does not use hivemind). `cause` is one of
+    `p2pd_gone`, `p2pd_silent`, `dht_stopped`."""
 
     alive: bool | None
     evidence: str = ""
+    cause: str = ""
 
 
 UNKNOWN = Judgement(None)
@@ -59,6 +65,9 @@ class P2pdLiveness:
         self._missing_since: float | None = None
         self._unanswered_since: float | None = None
         self._unanswered_count = 0
+        self._dht: int | None = None
+        self._stopped_since: float | None = None
+        self._stopped_count = 0
 
     def observe(self, s: Sighting) -> Judgement:
         if s.p2pd is None:
@@ -71,7 +80,10 @@ class P2pdLiveness:
             self._established = s.p2pd
         if self._established != s.p2pd:
             return UNKNOWN  # too young to be the node's own daemon yet
-        return self._answering(s, s.p2pd[0])
+        self._dht = s.dht
+        stopped = self._dht_stopped(s)
+        answering = self._answering(s, s.p2pd[0])
+        return stopped if answering.alive is not False and stopped.alive is not None else answering
 
     def _absent(self, now: float) -> Judgement:
         self._current = None
@@ -83,7 +95,11 @@ class P2pdLiveness:
         if gone_for < self._gone_after:
             return UNKNOWN
         pid = self._established[0]
-        return Judgement(False, f"the node's p2pd (pid {pid}) is gone from its process tree (for {gone_for:.1f}s)")
+        if self._dht is not None:
+            what = f"the node's DHT process (pid {self._dht}) and its p2pd (pid {pid}) are"
+        else:
+            what = f"the node's p2pd (pid {pid}) is"
+        return Judgement(False, f"{what} gone from its process tree (for {gone_for:.1f}s)", "p2pd_gone")
 
     def _answering(self, s: Sighting, pid: int) -> Judgement:
         if s.answered is not False:
@@ -97,5 +113,24 @@ class P2pdLiveness:
             return Judgement(
                 False,
                 f"the node's p2pd (pid {pid}) runs but has not answered its control socket for {silent:.1f}s: {s.detail}",
+                "p2pd_silent",
+            )
+        return UNKNOWN
+
+    def _dht_stopped(self, s: Sighting) -> Judgement:
+        """UNKNOWN while the DHT process runs (or too briefly stopped), else the fault."""
+        if not s.dht_stopped:
+            self._stopped_since, self._stopped_count = None, 0
+            return UNKNOWN
+        if self._stopped_since is None:
+            self._stopped_since = s.at
+        self._stopped_count += 1
+        still = s.at - self._stopped_since
+        if self._stopped_count >= 2 and still >= self._unanswered_after:
+            return Judgement(
+                False,
+                f"the node's DHT process (pid {s.dht}) has been stopped for {still:.1f}s (SIGSTOP?): its p2pd answers, "
+                "but nothing in the node serves the DHT",
+                "dht_stopped",
             )
         return UNKNOWN

@@ -38,6 +38,7 @@ class TreeProc:
     create_time: float
     name: str
     cmdline: tuple[str, ...]
+    stopped: bool = False  # state T: SIGSTOPped
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +74,11 @@ def tree_procs(root_pid: int, create_time: float | None = None) -> list[TreeProc
     for proc in procs:
         try:
             with proc.oneshot():
-                if proc.status() == psutil.STATUS_ZOMBIE:
+                status = proc.status()
+                if status == psutil.STATUS_ZOMBIE:
                     continue
-                found.append(TreeProc(proc.pid, proc.ppid(), proc.create_time(), proc.name(), tuple(proc.cmdline())))
+                stopped = status == psutil.STATUS_STOPPED
+                found.append(TreeProc(proc.pid, proc.ppid(), proc.create_time(), proc.name(), tuple(proc.cmdline()), stopped))
         except psutil.Error:
             continue  # ended while we looked
     return found

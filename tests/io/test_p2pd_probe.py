@@ -103,12 +103,31 @@ def test_a_stopped_p2pd_does_not_answer_and_answers_again_when_continued(node: N
         started = time.monotonic()
         answer = ask_p2pd(parts.control, 1.0)
         took = time.monotonic() - started
+        seen = pick_dht_parts(tree_procs(node.proc.pid), node.proc.pid)
     finally:
         os.kill(parts.p2pd.pid, signal.SIGCONT)
+    assert seen.p2pd is not None
+    assert seen.p2pd.stopped
     assert not answer.ok
     assert "no answer to IDENTIFY within 1s" in answer.detail
     assert took < 2.0
     assert ask_p2pd(parts.control, 5.0).ok
+
+
+def test_a_stopped_dht_process_is_seen_stopped_while_p2pd_still_answers(node: Node) -> None:
+    parts = pick_dht_parts(tree_procs(node.proc.pid), node.proc.pid)
+    assert parts.dht is not None
+    assert parts.control is not None
+    assert not parts.dht.stopped
+    os.kill(parts.dht.pid, signal.SIGSTOP)
+    try:
+        seen = pick_dht_parts(tree_procs(node.proc.pid), node.proc.pid)
+        answer = ask_p2pd(parts.control, 5.0)
+    finally:
+        os.kill(parts.dht.pid, signal.SIGCONT)
+    assert seen.dht is not None
+    assert seen.dht.stopped
+    assert answer.ok
 
 
 def test_a_missing_socket_is_a_clear_failure(tmp_path: Path) -> None:

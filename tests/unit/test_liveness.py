@@ -95,3 +95,26 @@ def test_reset_forgets_the_previous_trainers_daemon() -> None:
     feed(tracker, [Sighting(0.0, P2PD, True), Sighting(1.0, P2PD, True)])
     tracker.reset()
     assert feed(tracker, [Sighting(t, None) for t in (2.0, 5.0, 9.0)]) == [None, None, None]
+
+
+def test_a_stopped_dht_process_is_a_fault_though_p2pd_answers() -> None:
+    tracker = P2pdLiveness(settle=1.0, unanswered_after=4.0)
+    feed(tracker, [Sighting(0.0, P2PD, True, dht=4100), Sighting(1.0, P2PD, True, dht=4100)])
+    stopped = [Sighting(t, P2PD, True, dht=4100, dht_stopped=True) for t in (2.0, 4.0, 6.0)]
+    assert feed(tracker, stopped) == [True, True, False]
+    verdict = tracker.observe(Sighting(7.0, P2PD, True, dht=4100, dht_stopped=True))
+    assert verdict.cause == "dht_stopped"
+    assert "DHT process (pid 4100) has been stopped for 5.0s" in verdict.evidence
+    assert tracker.observe(Sighting(8.0, P2PD, True, dht=4100)).alive is True  # SIGCONT heals
+
+
+def test_causes_name_the_fault() -> None:
+    tracker = P2pdLiveness(settle=1.0, gone_after=1.0, unanswered_after=1.0)
+    feed(tracker, [Sighting(0.0, P2PD, True, dht=4100), Sighting(1.0, P2PD, True, dht=4100)])
+    silent = feed(tracker, [Sighting(2.0, P2PD, False, dht=4100), Sighting(3.0, P2PD, False, dht=4100)])
+    assert silent == [None, False]
+    assert tracker.observe(Sighting(3.5, P2PD, False, dht=4100)).cause == "p2pd_silent"
+    tracker.observe(Sighting(4.0, None))
+    gone = tracker.observe(Sighting(5.0, None))
+    assert gone.cause == "p2pd_gone"
+    assert "DHT process (pid 4100) and its p2pd (pid 4242) are gone" in gone.evidence

@@ -175,6 +175,15 @@ def test_reconnect_mode_restart_restarts_on_every_dht_fault() -> None:
     assert p.on_tick(21.0, Health(network_ok=True, peers=0)).action is Action.RESTART
 
 
+def test_the_dht_fault_cause_is_the_reason_and_a_live_p2pd_heals_it() -> None:
+    p = _policy()
+    silent = Health(network_ok=True, p2pd_alive=False, p2pd_evidence="no answer", dht_fault="p2pd_silent")
+    d = p.on_tick(30.0, silent)
+    assert (d.action, d.reason, d.evidence) == (Action.RECONNECT_DHT, "p2pd_silent", "no answer")
+    healed = p.on_tick(35.0, Health(network_ok=True, p2pd_alive=True))
+    assert (healed.action, healed.reason) == (Action.NONE, "reconnected")
+
+
 def test_dead_p2pd_with_a_live_trainer_reconnects_first() -> None:
     """p2pd gone while the trainer lives: re-bootstrap in place before any restart."""
     d = _policy().on_tick(30.0, Health(network_ok=True, p2pd_alive=False))
