@@ -138,7 +138,7 @@ class Node:
             pid=os.getpid(), peer_id=self.s.peer_id, animal=self.s.animal, round=st.round,
             stage=st.stage, peers=st.peers, last_progress=st.last_progress,
             step_seconds=tuple(st.step_seconds), last_reward=st.last_reward, status=status,
-            written_at=self.clock.wall(),
+            written_at=self.clock.wall(), chain_queue=self.coordinator.queue_depth(),
         ))
         self._beat_at = now
 

@@ -41,7 +41,8 @@ class Coordinator(Protocol):
     def current_round(self) -> tuple[int, int]: ...
 
     def seconds_until_next(self) -> float | None:
-        """Time to the next (round, stage) when the clock is a known schedule, else None."""
+        """Time to the next (round, stage) when the clock is a known schedule, else the
+        interval at which to poll it."""
         ...
 
     def submit_reward(self, round: int, stage: int, reward: float, peer_id: str) -> None: ...
@@ -50,6 +51,10 @@ class Coordinator(Protocol):
         """The node resumed from its checkpoint of `round`. A clock that must start afresh
         (no peer holds one: the whole swarm restarted) starts there, not at round 0,
         where the node would idle `round` rounds. A chain clock ignores it."""
+        ...
+
+    def queue_depth(self) -> int | None:
+        """Submissions waiting on disk to reach the chain; None when there is no queue."""
         ...
 
 
@@ -122,6 +127,9 @@ class DhtCoordinator:
 
     def resume_from(self, round: int) -> None:
         self._resume_round = max(0, round)
+
+    def queue_depth(self) -> int | None:
+        return None
 
     def submit_reward(self, round: int, stage: int, reward: float, peer_id: str) -> None:
         """Best effort (W18: reporting never crashes training)."""
