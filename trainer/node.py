@@ -181,6 +181,9 @@ class Node:
         hint = self.coordinator.seconds_until_next()
         if hint is not None:
             delay = min(delay, hint + 0.05)
+        poll = self.coordinator.poll_seconds()
+        if poll is not None:
+            delay = min(delay, poll)
         return max(0.05, delay)
 
     def train_round(self, rnd: int, stage: int) -> None:

@@ -280,5 +280,6 @@ def test_safe_url_drops_path_and_query() -> None:
 
 def test_chain_coordinator_polls_instead_of_backing_off(deployed: Deployed, tmp_path: Path) -> None:
     coord = ChainCoordinator(deployed.client(), SubmissionQueue(tmp_path), poll_seconds=0.5)
-    assert coord.seconds_until_next() == 0.5
+    assert coord.seconds_until_next() is None
+    assert coord.poll_seconds() == 0.5
     assert coord.current_round() == (0, 0)

@@ -119,7 +119,7 @@ class ChainCoordinator:
                  wall: Callable[[], float] = time.time) -> None:
         self.client = client
         self.queue = queue
-        self.poll_seconds = poll_seconds
+        self.poll_interval = poll_seconds
         self.wall = wall
         self.sender = Sender(queue, client, wall=wall)
 
@@ -133,9 +133,13 @@ class ChainCoordinator:
         return self.client.round_and_stage()
 
     def seconds_until_next(self) -> float | None:
-        """The chain publishes no schedule; poll at this interval so a round change is seen
-        within about a second (upstream backs off to 15 minutes, W16)."""
-        return self.poll_seconds
+        """The chain publishes no schedule."""
+        return None
+
+    def poll_seconds(self) -> float | None:
+        """Re-read at this interval so a round change is seen within about a second
+        (upstream backs off to 15 minutes, W16); one batched eth_call each time."""
+        return self.poll_interval
 
     def resume_from(self, round: int) -> None:
         """The chain is the clock; a checkpoint does not move it."""

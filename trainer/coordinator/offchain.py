@@ -41,8 +41,12 @@ class Coordinator(Protocol):
     def current_round(self) -> tuple[int, int]: ...
 
     def seconds_until_next(self) -> float | None:
-        """Time to the next (round, stage) when the clock is a known schedule, else the
-        interval at which to poll it."""
+        """Time to the next (round, stage) when the clock is a known schedule, else None."""
+        ...
+
+    def poll_seconds(self) -> float | None:
+        """How often a finished node re-reads a clock that has no schedule (None: the
+        capped back-off alone)."""
         ...
 
     def submit_reward(self, round: int, stage: int, reward: float, peer_id: str) -> None: ...
@@ -129,6 +133,9 @@ class DhtCoordinator:
         self._resume_round = max(0, round)
 
     def queue_depth(self) -> int | None:
+        return None
+
+    def poll_seconds(self) -> float | None:
         return None
 
     def submit_reward(self, round: int, stage: int, reward: float, peer_id: str) -> None:
