@@ -156,6 +156,13 @@ _BUILTINS: tuple[tuple[str, str, Verdict, str, tuple[str, ...]], ...] = (
      r"(?i:(?:bf16|bfloat16)\b.{0,160}?(?:not supported|only supported|does(?:n't| not) support|unsupported)"
      r"|(?:does(?:n't| not) support|unsupported).{0,60}?(?:bf16|bfloat16))",
      _V.GIVE_UP_FATAL, "gpu_dtype_unsupported", ("bf16", "bfloat16")),
+    ("gpu_capability_unsupported",
+     r"(?i:with CUDA capability sm_\d+ is not compatible with the current PyTorch installation"
+     r"|compute capability .{0,80}?(?:is not supported|not compatible|requires at least|is too (?:low|old))"
+     r"|Torch not compiled with CUDA enabled)",
+     _V.GIVE_UP_FATAL, "gpu_unsupported", ("capability", "not compiled with cuda")),
+    ("disk_full", r"No space left on device|\bENOSPC\b",
+     _V.GIVE_UP_FATAL, "disk_full", ("no space left", "enospc")),
     ("binary_incompatible", r"cannot execute binary file|\bExec format error\b",
      _V.GIVE_UP_FATAL, "binary_incompatible", ("execute binary", "exec format")),
     ("cuda_setup_failed",

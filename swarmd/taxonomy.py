@@ -77,7 +77,8 @@ _HARDWARE = (
            "the inference engine's KV cache does not fit: lower max_model_len or raise "
            "gpu_memory_utilization, or use a smaller model")),
     (re.compile(r"INTERNAL ASSERT FAILED|Found no NVIDIA driver|CUDA driver version is insufficient"
-                r"|no CUDA-capable device is detected|NVIDIA driver on your system is too old"),
+                r"|no CUDA-capable device is detected|NVIDIA driver on your system is too old"
+                r"|Torch not compiled with CUDA enabled"),
      Cause(_FATAL, "gpu_driver",
            "PyTorch and the GPU driver/runtime do not work together: install a torch build that "
            "matches the driver (or update the driver)")),
@@ -178,6 +179,8 @@ _KIND_FIXES = {
     "for this platform (pip install --force-reinstall hivemind)",
     "network_config": "this host is not reachable from the Internet: open or forward the node's port, "
     "or announce a reachable address",
+    "disk_full": "the disk is full: free space (old checkpoints, logs, the Hugging Face cache) and "
+    "restart swarmd",
     "auth_signature": "the login session is no longer valid: log in again at the node's login page",
     "login_browser_unavailable": "no browser can open the login page here: open it from another "
     "machine through an SSH tunnel (ssh -L 3000:localhost:3000 user@host)",

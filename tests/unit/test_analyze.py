@@ -277,3 +277,17 @@ def test_a_frames_source_line_is_code_not_an_event(clf: Classifier) -> None:
     assert [s for line in lines for s in an.feed(line)] == []
     final = an.feed("hivemind.p2p.p2p_daemon_bindings.utils.P2PDaemonError: Daemon failed to start in 15.0 seconds")
     assert [s.rule for s in final] == ["p2pd_startup_timeout"]
+
+
+@pytest.mark.parametrize(
+    ("line", "kind"),
+    [
+        ("UserWarning: NVIDIA GeForce RTX 5090 with CUDA capability sm_120 is not compatible with the current PyTorch installation.", "gpu_unsupported"),
+        ("AssertionError: Torch not compiled with CUDA enabled", "gpu_unsupported"),
+        ("OSError: [Errno 28] No space left on device: '/root/.cache/huggingface'", "disk_full"),
+    ],
+)
+def test_host_mismatches_are_fatal_with_a_fix(clf: Classifier, line: str, kind: str) -> None:
+    judged = judge_lines([line], clf)
+    assert (judged.verdict, judged.deciding[0].kind) == (V.GIVE_UP_FATAL, kind)
+    assert judged.deciding[0].fix
