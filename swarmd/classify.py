@@ -18,12 +18,20 @@ Named groups a pattern may use, built-in or user (anything unparsable is dropped
 `round`, `stage` (ints), `step_seconds` (seconds per step), `its` (steps per second,
 turned into `step_seconds`), `wait_seconds` (the trainer's own back-off).
 
-Kinds the built-ins emit (the policy may key on them; `OOM_KINDS` lists the memory ones):
-round_wait, round, step, startup, reward_submit, dht_rpc_error, p2pd_startup_timeout,
+Kinds the built-ins emit (the policy may key on them; `OOM_KINDS` lists the memory ones,
+`NOT_PROGRESS_KINDS` those that prove no training):
+progress: round_wait, round, step; alive but not progress: startup, operator_wait, prompt;
+noise: reward_submit, caught_exception, asyncio_noise, p2pd_warning, dht_retry,
+dht_reconnect; DHT: dht_rpc_error, dht_bootstrap_warning, p2pd_startup_timeout,
 p2pd_bootstrap_unreachable, p2pd_error, dht_bootstrap_failed, dht_child_crash,
-dht_get_none, cuda_oom, mps_oom, accelerate_current_batch, train_loop_exception,
-testnet_rpc_unreachable, p2pd_stale, address_in_use, os_oom_killed, auth_signature,
-vllm_kv_cache_oom, dependency_missing, login_browser_unavailable.
+dht_get_none, p2pd_stale, address_in_use; memory: cuda_oom, mps_oom, os_oom_killed
+(a shell's `Killed`: SIGKILL, not proof of OOM), kernel_oom (the kernel's own record);
+crashes: accelerate_current_batch, train_loop_exception, trainer_exited,
+testnet_rpc_unreachable, download_failed; fatal: auth_signature, vllm_kv_cache_oom,
+dependency_missing, identity_taken, config_error, gpu_unsupported, gpu_dtype_unsupported,
+binary_incompatible, native_crash, launcher_script_error, network_config,
+hub_access_denied, disk_full, login_browser_unavailable; login_server_error needs the
+operator. Whole tracebacks are judged in `analyze` (kinds from `taxonomy`).
 
 Lines OUR trainer (`trainer/node.py`) should print so the built-ins understand it
 (the upstream hivemind_exp / genrl wording, so one rule set serves both):
