@@ -97,6 +97,18 @@ class LogAnalyzer:
             exc = exception_type_of(line)
             if exc and self._clf.exception_rule(exc, line) is not None:
                 sig = None
+        if (
+            tb is None
+            and sig is None
+            and not self._asm.in_block
+            and line[:1].isalpha()
+            and ("Error" in line or "Exception" in line)
+        ):
+            # A final exception line on its own (the reporter kept only that line).
+            exc = exception_type_of(line)
+            if exc and not exc.endswith("Warning"):
+                message = line.split(":", 1)[1].strip() if ":" in line else ""
+                tb = Traceback(exc, message, (line,))
         if tb is None and sig is None:
             return _NONE
         out: list[Signal] = []

@@ -43,6 +43,8 @@ _VERSION_MISMATCH = re.compile(
     r"module '[\w.]+' has no attribute|got an unexpected keyword argument|"
     r"'\w*(?:Config|Args|Arguments|Settings)' object has no attribute|takes \d+ positional arguments? but \d+ (?:were|was) given"
 )
+# A setting checked at start-up ("batch size must be divisible by ..."): the config.
+_SETTING_CHECK = re.compile(r"\bmust be (?:evenly )?divisible\b|\bmust be one of\b|\bis not a valid (?:choice|value|option)\b|\binvalid choice\b")
 _HTTP_5XX = re.compile(r"\b5\d\d\b (?:Server Error|Bad Gateway|Service Unavailable|Gateway Time-?out)|\b50[234]\b|Bad Gateway")
 _HTTP_AUTH = re.compile(r"\b40[13]\b (?:Client Error|Unauthorized|Forbidden)|GatedRepoError|RepositoryNotFoundError")
 
@@ -122,7 +124,9 @@ def cause_of_text(exc_type: str, message: str) -> Cause:
         return Cause(_FATAL, "code_broken",
                      "the node's code does not parse: restore the file (git status / a clean clone) or "
                      "use the Python version the node supports")
-    if exc_type in _CONFIG_TYPES or exc_type.startswith("Config"):
+    if exc_type in _CONFIG_TYPES or exc_type.startswith("Config") or (
+        exc_type == "ValueError" and _SETTING_CHECK.search(message)
+    ):
         return Cause(_FATAL, "config_error", "the node's config or arguments are invalid: fix the key the message names")
     if exc_type in ("FileNotFoundError", "PermissionError"):
         return _missing_file(exc_type, message)

@@ -291,3 +291,11 @@ def test_host_mismatches_are_fatal_with_a_fix(clf: Classifier, line: str, kind: 
     judged = judge_lines([line], clf)
     assert (judged.verdict, judged.deciding[0].kind) == (V.GIVE_UP_FATAL, kind)
     assert judged.deciding[0].fix
+
+
+def test_lone_final_exception_line_is_judged_like_its_traceback(clf: Classifier) -> None:
+    """A reporter kept only the last line: it still names the kind."""
+    line = "ValueError: The global train batch size (1 x 1) must be evenly divisible by the number of generations per prompt (8)."
+    judged = judge_lines([">> Good luck in the swarm!", line], clf)
+    assert (judged.verdict, judged.deciding[0].kind) == (V.GIVE_UP_FATAL, "config_error")
+    assert judge_lines(["FutureWarning: `x` is deprecated"], clf).verdict is None  # warnings are not crashes
