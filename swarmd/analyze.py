@@ -136,8 +136,8 @@ class LogAnalyzer:
         tb = self._asm.flush()
         return _NONE if tb is None else (self._on_block(tb),)
 
-    def pending_operator(self) -> Signal | None:
-        return self._watch.pending()
+    def pending_operator(self, prompt: bool = False) -> Signal | None:
+        return self._watch.pending(prompt)
 
     def _on_block(self, tb: Traceback) -> Signal:
         sig = block_signal(tb, self._clf)
@@ -168,12 +168,19 @@ def judge_lines(lines: Iterable[str], classifier: Classifier) -> FileJudgement:
     an = LogAnalyzer(classifier)
     signals: list[Signal] = []
     exited_at = -1  # signals seen before the launcher said its trainer is gone
+    last_line_signals: tuple[Signal, ...] = ()  # of the last non-blank line
     for line in lines:
-        signals.extend(an.feed(line))
+        got = an.feed(line)
+        signals.extend(got)
+        if line.strip():
+            last_line_signals = got
         if _EXITED.search(line):
             exited_at = len(signals)
     signals.extend(an.flush())
     pending = an.pending_operator()
+    if pending is None and any(s.kind == "prompt" for s in last_line_signals):
+        # It ends asking a question nobody answered: the node sits at that prompt.
+        pending = an.pending_operator(prompt=True)
     if pending is not None:
         signals.append(pending)
     # Evidence the node went on: real progress, or its libraries still logging what

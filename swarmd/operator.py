@@ -77,10 +77,13 @@ class OperatorWatch:
             return None
         return self._escalate()
 
-    def pending(self) -> Signal | None:
+    def pending(self, prompt: bool = False) -> Signal | None:
         """At the end of an excerpt: a login wait not followed by progress needs its
-        operator (a lone unanswered prompt is not enough: the reporter may have cut it)."""
-        if self._reported or self._last is None or self._last.kind != "operator_wait":
+        operator; an unanswered prompt only when the caller saw it as the last line
+        (`prompt`), since answered prompts scroll past in every startup."""
+        if self._reported or self._last is None:
+            return None
+        if self._last.kind != "operator_wait" and not (prompt and self._last.kind == "prompt"):
             return None
         return self._escalate()
 

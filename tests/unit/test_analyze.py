@@ -299,3 +299,11 @@ def test_lone_final_exception_line_is_judged_like_its_traceback(clf: Classifier)
     judged = judge_lines([">> Good luck in the swarm!", line], clf)
     assert (judged.verdict, judged.deciding[0].kind) == (V.GIVE_UP_FATAL, "config_error")
     assert judge_lines(["FutureWarning: `x` is deprecated"], clf).verdict is None  # warnings are not crashes
+
+
+def test_excerpt_ending_at_an_unanswered_prompt_needs_the_operator(clf: Classifier) -> None:
+    prompt = ">> Would you like to push models you train in the RL swarm to the Hugging Face Hub? [y/N]"
+    judged = judge_lines([">> Done!", prompt], clf)
+    assert judged.verdict is V.OPERATOR_NEEDED
+    assert "stdin_lines" in judged.deciding[0].fix
+    assert judge_lines([prompt, ">> Using default model from config"], clf).verdict is not V.OPERATOR_NEEDED
