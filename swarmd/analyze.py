@@ -27,8 +27,8 @@ _GAME_LOOP = re.compile(r", in run_game\b")
 # The upstream launcher's words once its trainer is gone (not signals: they name no cause).
 _EXITED = re.compile(r">> Shutting down trainer|^\s*Terminated\s*$|\bzsh: terminated\b")
 _WENT_ON_KINDS = frozenset({"logged_exception", "caught_exception"})
-_CONTEXT_LINES = 8
-_FIX_FROM = Verdict.OPERATOR_NEEDED.severity  # a complaint this close before a traceback introduced it
+_CONTEXT_LINES = 8  # a complaint this close before a traceback introduced it
+_FIX_FROM = Verdict.OPERATOR_NEEDED.severity  # line signals from here up carry their fix
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
 # A cause known only as "something escaped": the node carrying on afterwards proves it
 # was not fatal to it (a thread's traceback, a retried call).
@@ -127,9 +127,6 @@ class LogAnalyzer:
             elif is_progress(sig):
                 self._watch.progress()
         return tuple(out)
-
-    def tick(self, now: float) -> Signal | None:
-        return self._watch.tick(now)
 
     def flush(self) -> tuple[Signal, ...]:
         """End of the stream (or the writer exited): the block still open, if any."""

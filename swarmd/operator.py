@@ -4,8 +4,10 @@ open, a question nobody answers -> one `operator_needed` signal with what to do.
 Why a watch and not a rule: one "Waiting for API key to be activated..." is a normal
 step of every login; the same line for minutes is a node that will wait for ever. A
 restart cannot help (it asks again), and stall detection would restart it every
-`stall_after`. So the loop is detected by repeats or by time, reported once per
-episode, and the episode ends with the first real progress.
+`stall_after`. So the loop is detected by repeats or by the time between the first and
+the latest wait line, reported once per episode, and the episode ends with the first
+real progress. A wait that goes silent is the policy's part: a stall whose last word
+was a wait for a person is `operator_needed`, not a restart.
 """
 
 from __future__ import annotations
@@ -66,16 +68,9 @@ class OperatorWatch:
             self._display = True
         if self._reported:
             return None
-        kind_repeats = self._repeats if sig.kind != "prompt" else max(self._repeats, 2)
-        if self._count >= kind_repeats or t - self._first >= self._after:
+        if self._count >= self._repeats or t - self._first >= self._after:
             return self._escalate()
         return None
-
-    def tick(self, now: float) -> Signal | None:
-        """Time-based escalation: a wait that went quiet but never ended."""
-        if self._first is None or self._reported or now - self._first < self._after:
-            return None
-        return self._escalate()
 
     def pending(self, prompt: bool = False) -> Signal | None:
         """At the end of an excerpt: a login wait not followed by progress needs its

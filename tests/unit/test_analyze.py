@@ -307,3 +307,12 @@ def test_excerpt_ending_at_an_unanswered_prompt_needs_the_operator(clf: Classifi
     assert judged.verdict is V.OPERATOR_NEEDED
     assert "stdin_lines" in judged.deciding[0].fix
     assert judge_lines([prompt, ">> Using default model from config"], clf).verdict is not V.OPERATOR_NEEDED
+
+
+def test_slow_wait_loop_escalates_by_time(clf: Classifier) -> None:
+    """Two wait lines 130 s apart (fewer than the repeat count) are a loop by time."""
+    an = LogAnalyzer(clf)
+    first = an.feed("Waiting for API key to be activated...", 0.0)
+    later = an.feed("Waiting for API key to be activated...", 130.0)
+    assert [s.verdict for s in first] == [V.HEALTHY_IDLE]
+    assert [s.verdict for s in later] == [V.HEALTHY_IDLE, V.OPERATOR_NEEDED]
