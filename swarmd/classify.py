@@ -175,7 +175,7 @@ _BUILTINS: tuple[tuple[str, str, Verdict, str, tuple[str, ...]], ...] = (
      _V.GIVE_UP_FATAL, "gpu_unsupported", ("driver", "cuda-capable")),
     ("python_version_unsupported",
      r"requires a different Python: |Python \d\.\d+(?:\.\d+)? is not supported|requires Python (?:>=|version )",
-     _V.GIVE_UP_FATAL, "dependency_missing", ("python",)),
+     _V.GIVE_UP_FATAL, "dependency_missing", ("different python", "is not supported", "requires python")),
     ("node_module_missing", r"Error: Cannot find module '",
      _V.GIVE_UP_FATAL, "dependency_missing", ("cannot find module",)),
     ("disk_full", r"No space left on device|\bENOSPC\b",
