@@ -180,6 +180,14 @@ class TracebackAssembler:
                 self._note(line)
         return done
 
+    def peek(self) -> Traceback | None:
+        """The block still open as it stands, without closing it (safe to call from
+        another thread than the feeder: it only reads)."""
+        if self._state == _IDLE or (not self._exc_type and len(self._lines) < 2):
+            return None
+        return Traceback(self._exc_type, self._exc_msg[:2000], tuple(self._lines), self._caught, self._logged,
+                         self._chained, self._header)
+
     def flush(self) -> Traceback | None:
         """The block still open (end of input, or the writer exited), if any."""
         if self._state == _IDLE:
