@@ -261,14 +261,15 @@ class TracebackAssembler:
             return None
         indent = len(body) - len(body.lstrip())
         if self._state == _FRAMES:
+            frame = _FRAME.match(body) is not None
             if (
-                indent > self._indent
-                or _FRAME.match(body)
+                frame
+                or indent > self._indent
                 or _CARETS.match(body)
                 or stripped == "..."
                 or '", line ' in stripped  # a frame soft-wrapped inside its path
             ):
-                self._after_frame = bool(_FRAME.match(body))
+                self._after_frame = frame
                 self._keep(line)
                 return None
             m = _EXC.match(stripped) or _EXC.match(_OCR_DOTS.sub(".", stripped[:120]) + stripped[120:])
@@ -319,6 +320,8 @@ class TracebackAssembler:
 
 def _strip(line: str) -> str:
     """The line without a per-line log prefix (only tried inside a block)."""
+    if line[:1] in (" ", "\t", ""):
+        return line  # indented: a frame or its source, never a log prefix
     m = _PREFIX.match(line)
     return line[m.end() :] if m else line
 
