@@ -110,11 +110,15 @@ class Launcher:
 
     def remember_tree(self, run: Run) -> None:
         """Record the trainer's tree while it runs: once a daemon is orphaned it is no
-        longer anyone's descendant, and the stop must still end it."""
+        longer anyone's descendant, and the stop must still end it.
+
+        By pid AND start time: between the waiter reaping the trainer and the loop
+        hearing of it, its pid may already belong to another process, whose tree must
+        never be recorded (the cleanup would end it)."""
         if run.exited is not None:
             return
         known = len(run.refs)
-        for ref in snapshot_tree(run.child.pid):
+        for ref in snapshot_tree(run.child.pid, run.child.create_time):
             run.refs[(ref.pid, ref.create_time)] = ref
         if len(run.refs) != known:
             self._pidfile.write(run.child.pid, run.child.create_time, os.getpid(), run.refs.values())
