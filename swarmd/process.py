@@ -33,6 +33,7 @@ from swarmd.errors import NoPermission, NotExecutable, NotFound
 # processes with the same pid created within this window would need a full pid wrap.
 _CREATE_TIME_TOLERANCE = 1.0
 _POLL = 0.05
+_SCAN_EVERY = 1.0  # the most often a stop may look through every process of the host
 _KILL_WAIT = 5.0  # after SIGKILL the kernel needs only to schedule the exit
 _STDIN_INLINE_MAX = 4096  # one page always fits an empty pipe: write without a thread
 
@@ -94,6 +95,8 @@ class PosixChild:
         self.pgid = popen.pid
         self.create_time = create_time
         self.stdout_fd = popen.stdout.fileno()
+        self._members: set[int] = set()  # the group as last seen: where the next look starts
+        self._last_scan = float("-inf")
 
     def poll(self) -> int | None:
         return self._popen.poll()
@@ -115,7 +118,26 @@ class PosixChild:
             os.killpg(self.pgid, sig)
 
     def group_alive(self) -> bool:
-        return bool(_group_members(self.pgid))
+        """Whether a process of the group still runs (zombies do not count).
+
+        Judged on the group's own tree: the members seen last time, the trainer's
+        descendants and theirs, so a stop polling this every 50 ms costs what the tree
+        costs, not what the host does. Only when the kernel still reports a member
+        that the tree does not show (a process orphaned before we ever saw it) is the
+        host scanned, at most once a second."""
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            self._members.clear()
+            return False
+        except PermissionError:
+            pass
+        self._members = _members_among(self.pgid, _tree_pids({self.pid, *self._members}))
+        now = time.monotonic()
+        if not self._members and now - self._last_scan >= _SCAN_EVERY:
+            self._last_scan = now
+            self._members = set(_group_members(self.pgid))
+        return bool(self._members)
 
     def close(self) -> None:
         if self._popen.stdout is not None:
@@ -244,6 +266,31 @@ def _live(ref: ProcRef) -> psutil.Process | None:
 def is_alive(ref: ProcRef) -> bool:
     """True while the exact recorded process runs (pid reuse and zombies are False)."""
     return _live(ref) is not None
+
+
+def _tree_pids(roots: Iterable[int]) -> set[int]:
+    """`roots` and all their descendants that exist now."""
+    pids: set[int] = set()
+    for pid in roots:
+        try:
+            proc = psutil.Process(pid)
+            pids.add(pid)
+            pids.update(c.pid for c in proc.children(recursive=True))
+        except psutil.Error:
+            continue
+    return pids
+
+
+def _members_among(pgid: int, pids: Iterable[int]) -> set[int]:
+    """Those of `pids` that are live (not zombie) members of group `pgid`."""
+    members = set()
+    for pid in pids:
+        try:
+            if os.getpgid(pid) == pgid and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                members.add(pid)
+        except (OSError, psutil.Error):
+            continue
+    return members
 
 
 def _group_members(pgid: int) -> list[int]:
