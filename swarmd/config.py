@@ -311,7 +311,7 @@ def _index_lines(text: str) -> dict[str, int]:
 _SECRET_KEY = re.compile(r"token|secret|passw|key|credential|auth|cookie", re.IGNORECASE)
 
 
-def _is_secret(key: str) -> bool:
+def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key.rsplit(".", 1)[-1]))
 
 
@@ -343,7 +343,7 @@ class _Context:
 
     def show(self, key: str, value: object) -> str:
         """A value for an error message, or "<redacted>" when the key looks secret."""
-        if _is_secret(key):
+        if is_secret_key(key):
             return "<redacted>"
         text = repr(value)
         return text if len(text) <= 60 else text[:57] + "..."
