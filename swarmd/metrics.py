@@ -82,7 +82,12 @@ class Metrics:
             "Last reward reported (NaN: unknown).",
             registry=self.registry,
         )
-        for gauge in (self._round, self._peers, self._reward):
+        self._chain_queue = Gauge(
+            "swarmd_chain_queue_depth",
+            "Chain submissions the trainer has queued on disk, not yet on chain (NaN: no chain).",
+            registry=self.registry,
+        )
+        for gauge in (self._round, self._peers, self._reward, self._chain_queue):
             gauge.set(math.nan)
         self.set_state(State.STARTING)
 
@@ -112,6 +117,9 @@ class Metrics:
 
     def set_reward(self, x: float | None) -> None:
         self._reward.set(math.nan if x is None else float(x))
+
+    def set_chain_queue(self, n: int | None) -> None:
+        self._chain_queue.set(math.nan if n is None else float(n))
 
     def render(self) -> bytes:
         """The Prometheus text exposition format (version 0.0.4)."""
