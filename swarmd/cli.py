@@ -17,10 +17,14 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from swarmd import __version__
 from swarmd.errors import SwarmdError
+
+if TYPE_CHECKING:
+    from swarmd.config import Config
+    from swarmd.identity import Holder
 
 DEFAULT_CONFIG = "monitor.toml"
 _CORPUS_HEADERS = ("# source:", "# class:", "# expect:")
@@ -92,11 +96,17 @@ def _run(args: argparse.Namespace) -> int:
     config = load(path)
     config.state_dir.mkdir(parents=True, exist_ok=True)
     config.logs.dir.mkdir(parents=True, exist_ok=True)
-    with _single_instance(config.state_dir / "swarmd.lock"):
+    with _single_instance(config.state_dir / "swarmd.lock"), _host_locks(config) as shared_logs:
         monitor = RotatingLog(config.logs.monitor_log, config.logs.max_bytes, config.logs.keep, config.logs.compress)
         console = None if (args.no_console or not config.logs.console) else sys.stderr
         configure(monitor, console)
         log = get_logger()
+        for followed, other in shared_logs:
+            log.warning(
+                "followed_log_shared", path=str(followed), other_swarmd=other.pid, other_config=other.config,
+                swarmd=os.getpid(), config=config.source,
+                fix="two daemons act on one log's lines: point each config at its own node's logs",
+            )
         notifier = Notifier.from_env(os.environ)
         metrics = Metrics()
         sup = Supervisor(
@@ -141,6 +151,32 @@ def _single_instance(lock_path: Path) -> Iterator[None]:
         fh.close()
 
 
+@contextlib.contextmanager
+def _host_locks(config: Config) -> Iterator[list[tuple[Path, Holder]]]:
+    """One identity, one node, host-wide: hold the identity's lock for our life
+    (another daemon on it: one line naming it, exit 3); record the followed logs and
+    yield the ones another daemon already follows."""
+    from swarmd.identity import HostLocks, default_lock_dir, resolve_identity
+
+    trainer = config.trainer
+    identity = resolve_identity(config.identity.path, dict(trainer.env), os.environ, trainer.command, trainer.cwd)
+    lock_dir = config.identity.lock_dir or default_lock_dir()
+    locks = HostLocks(lock_dir, pid=os.getpid(), config=config.source)
+    try:
+        try:
+            if identity is not None:
+                locks.claim_identity(identity)
+            shared = [(path, other) for path in config.logs.follow if (other := locks.claim_follow(path)) is not None]
+        except OSError as err:
+            raise SwarmdError(
+                f"{config.source}: cannot use the identity lock directory {lock_dir} ({err.strerror or err}); "
+                "fix: set [identity] lock_dir to a directory this user can write"
+            ) from None
+        yield shared
+    finally:
+        locks.release()
+
+
 # -- talking to a running daemon ------------------------------------------------------------------
 def _socket_for(config_arg: str) -> Path:
     from swarmd.config import load
@@ -175,6 +211,8 @@ _STATE_COLORS = {"running": "32", "degraded": "33", "reconnecting": "33", "backo
 
 
 def render_status(s: dict[str, Any], color: bool = False) -> str:
+    from swarmd.status_lines import chain_line, p2pd_line
+
     """The `swarmd status` table; pure so it is tested without a daemon."""
 
     def paint(text: str, code: str) -> str:
@@ -205,6 +243,8 @@ def render_status(s: dict[str, Any], color: bool = False) -> str:
         ("round / stage", f"{s.get('round', '-')} / {s.get('stage', '-')}"),
         ("peers", str(s.get("peers") if s.get("peers") is not None else "-")),
         ("peer", f"{s.get('animal') or '-'} {s.get('peer_id') or ''}".strip()),
+        ("p2pd", p2pd_line(s.get("dht") or {})),
+        ("chain", chain_line(s.get("chain") or {})),
         ("last progress", f"{dur(s.get('last_progress_age_s'))} ago" if s.get("last_progress_age_s") is not None else "-"),
         ("reward trend", trend),
         ("config", str(s.get("config_path", "-"))),

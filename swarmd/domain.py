@@ -108,6 +108,8 @@ class Health:
 
     network_ok: bool | None = None
     p2pd_alive: bool | None = None
+    p2pd_evidence: str = ""  # why p2pd counts as dead (gone, or not answering)
+    dht_fault: str = ""  # the cause when p2pd_alive is False: p2pd_gone, p2pd_silent, dht_stopped
     peers: int | None = None
     heartbeat_age: float | None = None
     probes: tuple[ProbeResult, ...] = field(default_factory=tuple)

@@ -24,7 +24,8 @@ _RECONNECT_COOLDOWN_FLOOR = 10.0
 # Causes whose cure is visible in the health facts, not in progress: a trainer may keep
 # printing progress with its p2pd dead or its peers gone, so progress does not prove that
 # the SIGUSR1 worked (and counting it as success would SIGUSR1 for ever, never restart).
-_HEALED_BY_HEALTH = frozenset({"p2pd_gone", "peers_lost"})
+_DHT_FAULTS = frozenset({"p2pd_gone", "p2pd_silent", "dht_stopped"})
+_HEALED_BY_HEALTH = _DHT_FAULTS | {"peers_lost"}
 
 
 @dataclass(slots=True)
@@ -160,7 +161,8 @@ class Policy:
                 Action.RESTART, "stall", f"no progress and no heartbeat change for {silent:.0f}s", now
             )
         if health.p2pd_alive is False:
-            return self._reconnect_or_restart("p2pd_gone", "the trainer's p2pd daemon is no longer running", now)
+            evidence = health.p2pd_evidence or "the trainer's p2pd daemon is no longer running"
+            return self._reconnect_or_restart(health.dht_fault or "p2pd_gone", evidence, now)
         return self._check_peers(now, health)
 
     def restart(self, action: Action, reason: str, evidence: str, now: float) -> Decision:
@@ -176,7 +178,7 @@ class Policy:
 
     # -- helpers --------------------------------------------------------------------------
     def _healed(self, cause: str, health: Health) -> bool:
-        if cause == "p2pd_gone":
+        if cause in _DHT_FAULTS:
             return health.p2pd_alive is True
         if cause == "peers_lost":
             return health.peers is not None and health.peers >= self._health.min_peers
@@ -198,6 +200,8 @@ class Policy:
         )
 
     def _reconnect_or_restart(self, reason: str, evidence: str, now: float) -> Decision:
+        if self._health.reconnect == "restart":
+            return self.restart(Action.RESTART, reason, evidence, now)  # the node cannot re-bootstrap in place
         if self._reconnect is not None:
             cooldown = max(_RECONNECT_COOLDOWN_FLOOR, self._health.reconnect_timeout)
             if now - self._reconnect.sent_at < cooldown:

@@ -163,6 +163,27 @@ def test_lost_peers_reconnect_after_grace() -> None:
     assert (d.action, d.reason) == (Action.RECONNECT_DHT, "peers_lost")
 
 
+def test_reconnect_mode_restart_restarts_on_every_dht_fault() -> None:
+    """A node that cannot re-bootstrap in place (upstream) is restarted, never signalled."""
+    health = HealthConfig(heartbeat_file=Path("h"), reconnect="restart", min_peers=2, peers_grace=10.0)
+    dead = Health(network_ok=True, p2pd_alive=False, p2pd_evidence="p2pd (pid 7) gone for 2.0s")
+    d = _policy(health=health).on_tick(30.0, dead)
+    assert (d.action, d.reason, d.evidence) == (Action.RESTART, "p2pd_gone", "p2pd (pid 7) gone for 2.0s")
+    assert _policy(health=health).on_signal(sig(Verdict.RECONNECT_DHT, "dht_error"), 5.0).action is Action.RESTART
+    p = _policy(health=health)
+    p.on_tick(10.0, Health(network_ok=True, peers=0))
+    assert p.on_tick(21.0, Health(network_ok=True, peers=0)).action is Action.RESTART
+
+
+def test_the_dht_fault_cause_is_the_reason_and_a_live_p2pd_heals_it() -> None:
+    p = _policy()
+    silent = Health(network_ok=True, p2pd_alive=False, p2pd_evidence="no answer", dht_fault="p2pd_silent")
+    d = p.on_tick(30.0, silent)
+    assert (d.action, d.reason, d.evidence) == (Action.RECONNECT_DHT, "p2pd_silent", "no answer")
+    healed = p.on_tick(35.0, Health(network_ok=True, p2pd_alive=True))
+    assert (healed.action, healed.reason) == (Action.NONE, "reconnected")
+
+
 def test_dead_p2pd_with_a_live_trainer_reconnects_first() -> None:
     """p2pd gone while the trainer lives: re-bootstrap in place before any restart."""
     d = _policy().on_tick(30.0, Health(network_ok=True, p2pd_alive=False))
