@@ -141,6 +141,8 @@ def test_rpc_outage_queues_on_disk_and_delivers_everything_after(deployed: Deplo
         coord.sender.max_backoff = 0.3
         coord.client.retry = FAST
         gate.shut()
+        with pytest.raises(OSError, match="currentRound"):  # the node's round loop waits OSErrors out
+            coord.current_round()
         for rnd in range(3):
             deployed.owner.transact("updateStageAndRound")  # the owner talks to anvil directly
             coord.submit_reward(0, rnd, 0.5, "QmA")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import structlog
+from web3.exceptions import Web3RPCError
 
 from trainer.coordinator.abi import ALREADY_DONE
 from trainer.coordinator.queue import Submission, SubmissionQueue
@@ -105,9 +106,12 @@ class Sender:
                 self.drain()
                 backoff = 0.0
                 self._wake.wait(timeout=30.0)  # also re-checks a queue filled by a previous process
-            except TransportError as exc:
+            except (TransportError, Web3RPCError, OSError, ValueError) as exc:
+                # RPC down, or refusing the transaction itself (no gas funds, a node error):
+                # keep the queue, wait longer each time, try again. Never let the thread die.
                 backoff = min(self.max_backoff, max(0.5, backoff * 2))
-                log.warning("chain_rpc_down_queue_kept", depth=self.queue.depth(), retry_in=backoff, error=str(exc))
+                log.warning("chain_rpc_down_queue_kept", depth=self.queue.depth(), retry_in=backoff,
+                            error=_describe(exc))
                 self._wake.wait(timeout=backoff)
             self._wake.clear()
 
@@ -162,6 +166,12 @@ class ChainCoordinator:
             log.warning("chain_queue_write_failed", kind=item.kind, round=item.round, error=exc.strerror)
             return
         self.sender.wake()
+
+
+def _describe(exc: BaseException) -> str:
+    """Short, secret-free: the exception type and the first line of its message."""
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def round_half(x: float) -> int:

@@ -45,8 +45,9 @@ NONCE_RETRIES = 5
 _HAS_SUBMITTED = keccak(text="hasSubmittedRoundStageReward(uint256,uint256,string)")[:4]
 
 
-class TransportError(Exception):
-    """The RPC endpoint is unreachable or misbehaving (after retries)."""
+class TransportError(ConnectionError):
+    """The RPC endpoint is unreachable or misbehaving (after retries). An OSError, so the
+    node's round loop waits it out like any other network failure."""
 
 
 class RevertError(Exception):
