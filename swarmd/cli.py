@@ -17,10 +17,14 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from swarmd import __version__
 from swarmd.errors import SwarmdError
+
+if TYPE_CHECKING:
+    from swarmd.config import Config
+    from swarmd.identity import Holder
 
 DEFAULT_CONFIG = "monitor.toml"
 _CORPUS_HEADERS = ("# source:", "# class:", "# expect:")
@@ -75,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     cls = cmd("classify", _classify, "print FILE<TAB>VERDICT: what swarmd would do after reading each log")
     cls.add_argument("files", nargs="+", type=Path)
     cls.add_argument("--config", "-c", default=None, help="use the [[rules]] of this monitor.toml too")
-    cls.add_argument("-v", "--verbose", action="store_true", help="also print the lines that drove each verdict")
+    cls.add_argument("-v", "--verbose", action="store_true",
+                     help="also print the rule, the fix and the block (traceback or lines) that decided")
+    cls.add_argument("--json", action="store_true", help="one JSON object per file (verdict, rule, kind, fix, block)")
     return p
 
 
@@ -96,9 +102,15 @@ def _run(args: argparse.Namespace) -> int:
     config = load(path)
     config.state_dir.mkdir(parents=True, exist_ok=True)
     config.logs.dir.mkdir(parents=True, exist_ok=True)
-    with _single_instance(config.state_dir / "swarmd.lock"):
+    with _single_instance(config.state_dir / "swarmd.lock"), _host_locks(config) as shared_logs:
         monitor = MonitorLog(config.logs, console_allowed=not args.no_console)
         log = get_logger()
+        for followed, other in shared_logs:
+            log.warning(
+                "followed_log_shared", path=str(followed), other_swarmd=other.pid, other_config=other.config,
+                swarmd=os.getpid(), config=config.source,
+                fix="two daemons act on one log's lines: point each config at its own node's logs",
+            )
         notifier = Notifier.from_env(os.environ)
         metrics = Metrics()
         sup = Supervisor(
@@ -144,6 +156,32 @@ def _single_instance(lock_path: Path) -> Iterator[None]:
         fh.close()
 
 
+@contextlib.contextmanager
+def _host_locks(config: Config) -> Iterator[list[tuple[Path, Holder]]]:
+    """One identity, one node, host-wide: hold the identity's lock for our life
+    (another daemon on it: one line naming it, exit 3); record the followed logs and
+    yield the ones another daemon already follows."""
+    from swarmd.identity import HostLocks, default_lock_dir, resolve_identity
+
+    trainer = config.trainer
+    identity = resolve_identity(config.identity.path, dict(trainer.env), os.environ, trainer.command, trainer.cwd)
+    lock_dir = config.identity.lock_dir or default_lock_dir()
+    locks = HostLocks(lock_dir, pid=os.getpid(), config=config.source)
+    try:
+        try:
+            if identity is not None:
+                locks.claim_identity(identity)
+            shared = [(path, other) for path in config.logs.follow if (other := locks.claim_follow(path)) is not None]
+        except OSError as err:
+            raise SwarmdError(
+                f"{config.source}: cannot use the identity lock directory {lock_dir} ({err.strerror or err}); "
+                "fix: set [identity] lock_dir to a directory this user can write"
+            ) from None
+        yield shared
+    finally:
+        locks.release()
+
+
 # -- talking to a running daemon ------------------------------------------------------------------
 def _socket_for(config_arg: str) -> Path:
     from swarmd.config import load
@@ -180,6 +218,8 @@ _STATE_COLORS = {"running": "32", "degraded": "33", "reconnecting": "33", "backo
 
 
 def render_status(s: dict[str, Any], color: bool = False) -> str:
+    from swarmd.status_lines import chain_line, p2pd_line
+
     """The `swarmd status` table; pure so it is tested without a daemon."""
 
     def paint(text: str, code: str) -> str:
@@ -210,6 +250,8 @@ def render_status(s: dict[str, Any], color: bool = False) -> str:
         ("round / stage", f"{s.get('round', '-')} / {s.get('stage', '-')}"),
         ("peers", str(s.get("peers") if s.get("peers") is not None else "-")),
         ("peer", f"{s.get('animal') or '-'} {s.get('peer_id') or ''}".strip()),
+        ("p2pd", p2pd_line(s.get("dht") or {})),
+        ("chain", chain_line(s.get("chain") or {})),
         ("last progress", f"{dur(s.get('last_progress_age_s'))} ago" if s.get("last_progress_age_s") is not None else "-"),
         ("reward trend", trend),
         ("config", str(s.get("config_path", "-"))),
@@ -254,8 +296,14 @@ def read_log_lines(path: Path) -> list[str]:
     return [ln for ln in text.split("\n") if not ln.startswith(_CORPUS_HEADERS)]
 
 
+# A file where no rule matched: nothing to act on, the node writes output.
+_NO_SIGNAL_VERDICT = "healthy_progress"
+_BLOCK_HEAD, _BLOCK_TAIL = 8, 24  # lines of a long deciding traceback shown by -v
+
+
 def _classify(args: argparse.Namespace) -> int:
-    from swarmd.classify import Classifier, build_rules, file_verdict
+    from swarmd.analyze import judge_lines
+    from swarmd.classify import Classifier, build_rules
 
     specs: tuple[Any, ...] = ()
     if args.config:
@@ -264,14 +312,42 @@ def _classify(args: argparse.Namespace) -> int:
         specs = load(Path(args.config).resolve()).rules
     classifier = Classifier(build_rules(specs))
     for path in args.files:
-        verdict, signals = file_verdict(read_log_lines(path), classifier)
-        print(f"{path}\t{verdict.value if verdict else 'healthy_idle'}")
+        judged = judge_lines(read_log_lines(path), classifier)
+        verdict = judged.verdict.value if judged.verdict else _NO_SIGNAL_VERDICT
+        top = judged.deciding[0] if judged.deciding else None
+        if args.json:
+            print(json.dumps({
+                "file": str(path),
+                "verdict": verdict,
+                "rule": top.rule if top else None,
+                "kind": top.kind if top else None,
+                "fix": (top.fix or None) if top else None,
+                "block": list(top.block or (top.line,)) if top else [],
+                "deciding": [{"rule": s.rule, "kind": s.kind, "line": s.line} for s in judged.deciding],
+            }, ensure_ascii=False))
+            continue
+        print(f"{path}\t{verdict}")
         if args.verbose:
-            if not signals:
-                print("\t(no rule matched: nothing to act on)")
-            for sig in signals:
-                print(f"\t{sig.kind}: {sig.line.strip()[:300]}")
+            _print_decision(judged.deciding)
     return 0
+
+
+def _print_decision(deciding: Sequence[Any]) -> None:
+    if not deciding:
+        print("\t(no rule matched: nothing to act on)")
+        return
+    top = deciding[0]
+    print(f"\trule: {top.rule} (kind {top.kind})")
+    if top.fix:
+        print(f"\tfix: {top.fix}")
+    block = list(top.block) or [top.line]
+    if len(block) > _BLOCK_HEAD + _BLOCK_TAIL:
+        skipped = len(block) - _BLOCK_HEAD - _BLOCK_TAIL
+        block = [*block[:_BLOCK_HEAD], f"... ({skipped} lines) ...", *block[-_BLOCK_TAIL:]]
+    for line in block:
+        print(f"\t| {line.rstrip()[:300]}")
+    for sig in deciding[1:4]:
+        print(f"\talso: {sig.rule}: {sig.line.strip()[:200]}")
 
 
 def _tail(args: argparse.Namespace) -> int:

@@ -24,9 +24,10 @@ from swarmd.config_diff import NOT_LIVE, changed_keys, flatten
 from swarmd.control import ControlRequest
 from swarmd.domain import Action, Decision, State
 from swarmd.errors import ConfigError
-from swarmd.events import ChildDown, ChildExited, LineSeen, ProbeDone
+from swarmd.events import ChildDown, ChildExited, KernelOom, LineSeen, ProbeDone
 from swarmd.health import HeartbeatHealth
 from swarmd.inputs import Followers, ProbeLoop
+from swarmd.kernel_log import KernelWatch
 from swarmd.log_files import TrainerLog
 from swarmd.machine import Machine
 from swarmd.metrics import Metrics
@@ -82,7 +83,10 @@ class Supervisor:
             post=self.events.put, count_line=self.metrics.lines, clock=clock,
         )
         probes = ProbeLoop(config.probes, self.events.put)
-        for part in (self._trainer_log, followers, probes, self._health, self._readiness):
+        # The kernel's OOM records: the only proof that a SIGKILL was an OOM kill.
+        kernel = KernelWatch(self.events.put, log)
+        self.machine.kernel_lookup = kernel.lookup
+        for part in (self._trainer_log, followers, probes, self._health, self._readiness, kernel):
             self.parts.add(part)
 
     # -- public -----------------------------------------------------------------------------
@@ -204,6 +208,8 @@ class Supervisor:
             self._on_control(event.verb)
         elif isinstance(event, ProbeDone):
             m.on_probe(event.result)
+        elif isinstance(event, KernelOom):
+            m.on_kernel_oom(event)
 
     def _on_os_signal(self, signum: int) -> None:
         m = self.machine
