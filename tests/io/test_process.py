@@ -20,6 +20,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from swarmd.errors import NoPermission, NotExecutable, NotFound
+from swarmd.p2pd import remove_stale_sockets
 from swarmd.process import (
     PidFile,
     PosixChild,
@@ -30,7 +31,6 @@ from swarmd.process import (
     map_spawn_error,
     p2pd_sockets,
     ports_free,
-    remove_stale_sockets,
     snapshot_tree,
     stop_group,
     sweep_orphans,
