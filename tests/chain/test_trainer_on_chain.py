@@ -1,7 +1,7 @@
 """The real node (`python -m trainer`) with its clock on a real chain: it registers its
-peer id, trains the rounds the stage manager opens, and every reward it reports is on
-chain or still queued on disk (none lost); a wrong chain id stops it at start with one
-line naming the key, exit 2."""
+peer id, trains the rounds the stage manager opens, and every reward and winner vote it
+reports is on chain or still queued on disk (none lost); a wrong chain id stops it at
+start with one line naming the key, exit 2."""
 
 from __future__ import annotations
 
@@ -98,3 +98,7 @@ def test_node_trains_the_chain_rounds_and_loses_no_reward(deployed: Deployed, tm
     on_chain = {rs for rs in trained if reader.has_submitted_reward(rs[0], rs[1], peer_id)}
     assert on_chain, "no reward reached the chain"
     assert set(trained) == on_chain | queued  # delivered, or durable for the next start
+    voted = {r for r, _ in trained if reader.voter_votes(r, peer_id) == [peer_id]}  # alone: it votes for itself
+    queued_votes = {i.round for i in SubmissionQueue(tmp_path / "node" / "chain-queue").pending() if i.kind == "winners"}
+    assert voted
+    assert {r for r, _ in trained} == voted | queued_votes
