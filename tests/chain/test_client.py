@@ -285,3 +285,12 @@ def test_chain_coordinator_polls_instead_of_backing_off(deployed: Deployed, tmp_
     assert coord.seconds_until_next() is None
     assert coord.poll_seconds() == 0.5
     assert coord.current_round() == (0, 0)
+
+
+def test_a_round_read_that_fails_on_the_rpc_side_is_an_oserror_not_a_crash(deployed: Deployed,
+                                                                           tmp_path: Path) -> None:
+    """E.g. the chain was reset under a running node: no code at the address any more."""
+    gone = ChainClient(deployed.anvil.url, "0x" + "34" * 20, chain_id=DEFAULT_CHAIN_ID)
+    coord = ChainCoordinator(gone, SubmissionQueue(tmp_path))
+    with pytest.raises(OSError, match="currentRound"):
+        coord.current_round()

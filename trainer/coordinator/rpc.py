@@ -66,7 +66,10 @@ class RetryPolicy:
     max_wait: float = 4.0
 
 
-_TRANSPORT = (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError, TimeExhausted)
+# Connection refused/reset, time-outs, HTTP errors from the endpoint (429 and 5xx from
+# hosted RPCs): worth another try. A JSON-RPC error or a revert is an answer: not retried.
+_TRANSPORT = (requests.ConnectionError, requests.Timeout, requests.HTTPError, ConnectionError, TimeoutError,
+              TimeExhausted)
 
 
 class ChainClient:
