@@ -59,15 +59,19 @@ def _parser() -> argparse.ArgumentParser:
     for name, func, help_ in (
         ("status", _status, "show the running daemon's state"),
         ("restart", _control, "restart the trainer now (no back-off)"),
-        ("reload", _control, "re-read monitor.toml and restart the trainer"),
+        ("reload", _control, "re-read monitor.toml and restart the trainer (--dry-run: show what would change)"),
         ("stop", _control, "stop the trainer and the daemon"),
     ):
         sp = cmd(name, func, help_)
         sp.add_argument("--config", "-c", default=DEFAULT_CONFIG)
         if name == "status":
             sp.add_argument("--json", action="store_true", help="print the raw status as JSON")
+        if name == "reload":
+            sp.add_argument("--dry-run", action="store_true", help="print what a reload would change; change nothing")
     chk = cmd("check-config", _check_config, "validate a monitor.toml; exit 2 with file:line on error")
     chk.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    chk.add_argument("--diff", action="store_true", help="also print what a reload would change in the running daemon")
+    chk.add_argument("--socket", type=Path, help="the running daemon's control socket, if the file moves it")
     tail = cmd("tail", _tail, "follow monitor.log with human formatting")
     tail.add_argument("--config", "-c", default=DEFAULT_CONFIG)
     tail.add_argument("-n", type=int, default=20, help="lines of history to show first")
@@ -75,7 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     cls = cmd("classify", _classify, "print FILE<TAB>VERDICT: what swarmd would do after reading each log")
     cls.add_argument("files", nargs="+", type=Path)
     cls.add_argument("--config", "-c", default=None, help="use the [[rules]] of this monitor.toml too")
-    cls.add_argument("-v", "--verbose", action="store_true", help="also print the lines that drove each verdict")
+    cls.add_argument("-v", "--verbose", action="store_true",
+                     help="also print the rule, the fix and the block (traceback or lines) that decided")
+    cls.add_argument("--json", action="store_true", help="one JSON object per file (verdict, rule, kind, fix, block)")
     return p
 
 
@@ -84,11 +90,11 @@ def _run(args: argparse.Namespace) -> int:
     from swarmd.clock import SystemClock
     from swarmd.config import load
     from swarmd.endpoints import ControlEndpoint, WebEndpoint
-    from swarmd.logs import configure, get_logger
+    from swarmd.log_files import MonitorLog
+    from swarmd.logs import get_logger
     from swarmd.metrics import Metrics
     from swarmd.notify import Notifier
     from swarmd.process import PosixSpawner
-    from swarmd.rotating import RotatingLog
     from swarmd.signal_bridge import install
     from swarmd.supervisor import Supervisor
 
@@ -97,9 +103,7 @@ def _run(args: argparse.Namespace) -> int:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     config.logs.dir.mkdir(parents=True, exist_ok=True)
     with _single_instance(config.state_dir / "swarmd.lock"), _host_locks(config) as shared_logs:
-        monitor = RotatingLog(config.logs.monitor_log, config.logs.max_bytes, config.logs.keep, config.logs.compress)
-        console = None if (args.no_console or not config.logs.console) else sys.stderr
-        configure(monitor, console)
+        monitor = MonitorLog(config.logs, console_allowed=not args.no_console)
         log = get_logger()
         for followed, other in shared_logs:
             log.warning(
@@ -118,7 +122,8 @@ def _run(args: argparse.Namespace) -> int:
             metrics=metrics,
             config_path=path,
         )
-        sup.attach(ControlEndpoint(config, sup.snapshot, sup.post))
+        sup.attach(monitor)
+        sup.attach(ControlEndpoint(config, sup.snapshot, sup.post, sup.running_config))
         sup.attach(WebEndpoint(config, sup.snapshot, metrics, log))
         restore = install(sup.post)
         try:
@@ -187,6 +192,8 @@ def _socket_for(config_arg: str) -> Path:
 def _control(args: argparse.Namespace) -> int:
     from swarmd.control import request
 
+    if getattr(args, "dry_run", False):
+        return _print_diff(Path(args.config).resolve(), None)
     reply = request(_socket_for(args.config), args.verb)
     if not reply.get("ok"):
         print(f"swarmd: {reply.get('error', 'request refused')}", file=sys.stderr)
@@ -259,6 +266,22 @@ def _check_config(args: argparse.Namespace) -> int:
 
     cfg = load(Path(args.file).resolve())
     print(f"{args.file}: ok (trainer: {' '.join(cfg.trainer.command)})")
+    return _print_diff(Path(args.file).resolve(), args.socket) if args.diff else 0
+
+
+def _print_diff(path: Path, socket: Path | None) -> int:
+    """What a reload with `path` would change against the daemon's running config."""
+    from swarmd.config import load
+    from swarmd.config_diff import flatten, render_diff
+    from swarmd.control import request
+
+    new = load(path)
+    reply = request(socket or new.control_socket, "config")
+    running = reply.get("config")
+    if not reply.get("ok") or not isinstance(running, dict):
+        raise SwarmdError(f"{socket or new.control_socket}: the daemon did not send its config; fix: update swarmd and restart it")
+    lines = render_diff(running, flatten(new))
+    print("\n".join(lines) if lines else "a reload would change nothing")
     return 0
 
 
@@ -273,8 +296,14 @@ def read_log_lines(path: Path) -> list[str]:
     return [ln for ln in text.split("\n") if not ln.startswith(_CORPUS_HEADERS)]
 
 
+# A file where no rule matched: nothing to act on, the node writes output.
+_NO_SIGNAL_VERDICT = "healthy_progress"
+_BLOCK_HEAD, _BLOCK_TAIL = 8, 24  # lines of a long deciding traceback shown by -v
+
+
 def _classify(args: argparse.Namespace) -> int:
-    from swarmd.classify import Classifier, build_rules, file_verdict
+    from swarmd.analyze import judge_lines
+    from swarmd.classify import Classifier, build_rules
 
     specs: tuple[Any, ...] = ()
     if args.config:
@@ -283,14 +312,42 @@ def _classify(args: argparse.Namespace) -> int:
         specs = load(Path(args.config).resolve()).rules
     classifier = Classifier(build_rules(specs))
     for path in args.files:
-        verdict, signals = file_verdict(read_log_lines(path), classifier)
-        print(f"{path}\t{verdict.value if verdict else 'healthy_idle'}")
+        judged = judge_lines(read_log_lines(path), classifier)
+        verdict = judged.verdict.value if judged.verdict else _NO_SIGNAL_VERDICT
+        top = judged.deciding[0] if judged.deciding else None
+        if args.json:
+            print(json.dumps({
+                "file": str(path),
+                "verdict": verdict,
+                "rule": top.rule if top else None,
+                "kind": top.kind if top else None,
+                "fix": (top.fix or None) if top else None,
+                "block": list(top.block or (top.line,)) if top else [],
+                "deciding": [{"rule": s.rule, "kind": s.kind, "line": s.line} for s in judged.deciding],
+            }, ensure_ascii=False))
+            continue
+        print(f"{path}\t{verdict}")
         if args.verbose:
-            if not signals:
-                print("\t(no rule matched: nothing to act on)")
-            for sig in signals:
-                print(f"\t{sig.kind}: {sig.line.strip()[:300]}")
+            _print_decision(judged.deciding)
     return 0
+
+
+def _print_decision(deciding: Sequence[Any]) -> None:
+    if not deciding:
+        print("\t(no rule matched: nothing to act on)")
+        return
+    top = deciding[0]
+    print(f"\trule: {top.rule} (kind {top.kind})")
+    if top.fix:
+        print(f"\tfix: {top.fix}")
+    block = list(top.block) or [top.line]
+    if len(block) > _BLOCK_HEAD + _BLOCK_TAIL:
+        skipped = len(block) - _BLOCK_HEAD - _BLOCK_TAIL
+        block = [*block[:_BLOCK_HEAD], f"... ({skipped} lines) ...", *block[-_BLOCK_TAIL:]]
+    for line in block:
+        print(f"\t| {line.rstrip()[:300]}")
+    for sig in deciding[1:4]:
+        print(f"\talso: {sig.rule}: {sig.line.strip()[:200]}")
 
 
 def _tail(args: argparse.Namespace) -> int:
