@@ -294,3 +294,27 @@ def test_a_round_read_that_fails_on_the_rpc_side_is_an_oserror_not_a_crash(deplo
     coord = ChainCoordinator(gone, SubmissionQueue(tmp_path))
     with pytest.raises(OSError, match="currentRound"):
         coord.current_round()
+
+
+class _RacedClient(ChainClient):
+    """Reads the nonce just before another sender of the same key spends it: the first
+    read is one behind, as if the other transaction landed between read and send."""
+
+    stale_reads = 1
+
+    def _pending_nonce(self, address: str) -> int:
+        nonce = super()._pending_nonce(address)
+        if self.stale_reads:
+            self.stale_reads -= 1
+            return nonce - 1
+        return nonce
+
+
+def test_nonce_spent_by_another_sender_is_reread_and_the_call_sent(deployed: Deployed) -> None:
+    account, client = deployed.funded()
+    client.transact("registerPeer", "QmFirst")  # nonce 0 is spent
+    raced = _RacedClient(deployed.anvil.url, deployed.address, account=account, chain_id=DEFAULT_CHAIN_ID)
+    with structlog.testing.capture_logs() as logs:
+        raced.transact("registerPeer", "QmSecond")  # first try: nonce 0 again, refused by anvil
+    assert [e["event"] for e in logs] == ["chain_nonce_taken"]
+    assert client.call("getPeerId", [account.address]) == [["QmFirst", "QmSecond"]]
