@@ -11,6 +11,7 @@ its file), and an "already done" revert counts as delivered.
 from __future__ import annotations
 
 import threading
+from collections import deque
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +35,8 @@ class SenderStats:
     sent: int = 0
     already: int = 0
     rejected: int = 0
-    latencies: list[float] = field(default_factory=list)  # queue -> receipt, s (wall clock)
+    # queue -> receipt, s (wall clock); the recent ones only: a node runs for weeks
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
 
 
 class Sender:
