@@ -11,8 +11,8 @@ its file), and an "already done" revert counts as delivered.
 from __future__ import annotations
 
 import threading
-from collections import deque
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
