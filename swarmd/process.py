@@ -137,7 +137,7 @@ class PosixChild:
         now = time.monotonic()
         if not self._members and now - self._last_scan >= _SCAN_EVERY:
             self._last_scan = now
-            self._members = set(_group_members(self.pgid))
+            self._members = _members_among(self.pgid, psutil.pids())
         return bool(self._members)
 
     def close(self) -> None:
@@ -289,25 +289,6 @@ def _members_among(pgid: int, pids: Iterable[int]) -> set[int]:
         try:
             if os.getpgid(pid) == pgid and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
                 members.add(pid)
-        except (OSError, psutil.Error):
-            continue
-    return members
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Non-zombie pids in process group `pgid`. killpg(0) alone also counts zombies,
-    which linger until their parent (maybe us) reaps them."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return []
-    except PermissionError:
-        pass
-    members = []
-    for pid in psutil.pids():
-        try:
-            if os.getpgid(pid) == pgid and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                members.append(pid)
         except (OSError, psutil.Error):
             continue
     return members
