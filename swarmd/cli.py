@@ -252,6 +252,7 @@ def render_status(s: dict[str, Any], color: bool = False) -> str:
         ("peer", f"{s.get('animal') or '-'} {s.get('peer_id') or ''}".strip()),
         ("p2pd", p2pd_line(s.get("dht") or {})),
         ("chain", chain_line(s.get("chain") or {})),
+        ("chain queue", "-" if s.get("chain_queue") is None else f"{s['chain_queue']} submissions waiting"),
         ("last progress", f"{dur(s.get('last_progress_age_s'))} ago" if s.get("last_progress_age_s") is not None else "-"),
         ("reward trend", trend),
         ("config", str(s.get("config_path", "-"))),

@@ -151,6 +151,7 @@ class LineGate:
         self._gen = gen
         self._source = source
         self._last_frame = 0.0
+        self._last_noise = 0.0
         self._lock = threading.Lock()  # the reader feeds, the loop flushes at an exit
         self._analyzer: LogAnalyzer | None = None
         self._analyzer_rules: Classifier | None = None
@@ -168,6 +169,12 @@ class LineGate:
                 if t - self._last_frame < _FRAME_COALESCE:
                     continue
                 self._last_frame = t
+            elif sig.verdict is Verdict.TRANSIENT_IGNORE:
+                # Noise decides nothing (the status page shows the latest): a library
+                # logging caught tracebacks by the hundred must not flood the loop.
+                if t - self._last_noise < _FRAME_COALESCE:
+                    continue
+                self._last_noise = t
             self._post(LineSeen(self._gen(), sig, t, self._source))
 
     def last_crash(self) -> Signal | None:

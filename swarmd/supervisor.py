@@ -296,6 +296,7 @@ class Supervisor:
             peers=beat.peers if beat else None,
             peer_id=beat.peer_id if beat else "",
             animal=beat.animal if beat else "",
+            chain_queue=beat.chain_queue if beat else None,
             next_start_in_s=None if m.restart_at is None else round(max(0.0, m.restart_at - now), 1),
             config_path=m.config.source,
             stall_threshold=m.policy.stall_threshold(),
