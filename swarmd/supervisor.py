@@ -33,7 +33,8 @@ from swarmd.machine import Machine
 from swarmd.metrics import Metrics
 from swarmd.notify import Notifier
 from swarmd.parts import Kept, Part, Parts
-from swarmd.process import PidFile, Spawner
+from swarmd.pidfile import PidFile
+from swarmd.process import Spawner
 from swarmd.readiness import Readiness
 from swarmd.signal_bridge import OsSignal
 from swarmd.status_board import StatusBoard
