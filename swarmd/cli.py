@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     from swarmd.clock import SystemClock
     from swarmd.config import load
-    from swarmd.control import ControlServer
+    from swarmd.endpoints import ControlEndpoint, WebEndpoint
     from swarmd.logs import configure, get_logger
     from swarmd.metrics import Metrics
     from swarmd.notify import Notifier
@@ -108,27 +108,17 @@ def _run(args: argparse.Namespace) -> int:
             metrics=metrics,
             config_path=path,
         )
+        sup.attach(ControlEndpoint(config, sup.snapshot, sup.post))
+        sup.attach(WebEndpoint(config, sup.snapshot, metrics, log))
         restore = install(sup.post)
-        control = ControlServer(config.control_socket, sup.snapshot, sup.post)
-        web = None
         try:
-            control.start()
-            if config.web.enabled:
-                from swarmd.web import WebServer
-
-                web = WebServer(config.web.bind, config.web.port, sup.snapshot, metrics)
-                web.start()
-                log.info("web_started", url=f"http://{web.address[0]}:{web.address[1]}/")
-            code = sup.run()
+            code = sup.run()  # starts the parts, and stops them before it returns
         finally:
             # Not the default handlers: a late SIGTERM of a storm must not turn a clean
-            # stop (exit 0) into death by signal while we close the sockets.
+            # stop (exit 0) into death by signal while we close the logs.
             restore()
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_IGN)
-            control.stop()
-            if web is not None:
-                web.stop()
             log.info("swarmd_exited", state=sup.state.value)
             notifier.close()
             monitor.close()

@@ -70,7 +70,7 @@ class Harness:
 
     def line(self, verdict: Verdict, kind: str = "k", gen: int | None = None, **kw: Any) -> None:
         sig = Signal(kind=kind, verdict=verdict, line=f"{kind}: evidence", **kw)
-        self.sup.handle(LineSeen(gen or self.sup._gen, sig, self.clock.monotonic(), "stdout"))
+        self.sup.handle(LineSeen(gen or self.sup.generation, sig, self.clock.monotonic(), "stdout"))
 
     def pump(self, until: type, timeout: float = 5.0) -> None:
         """Handle queued events until one of type `until` was handled."""

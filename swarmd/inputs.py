@@ -1,0 +1,130 @@
+"""The threads that feed the loop from outside the trainer's pipe: followed log files
+and network probes. Each only posts events; the loop decides what they mean.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from swarmd.classify import Classifier
+from swarmd.clock import Clock
+from swarmd.config import Config, ProbesConfig
+from swarmd.domain import Verdict
+from swarmd.events import LineSeen, ProbeDone
+from swarmd.follow import FileFollower
+from swarmd.parts import Kept
+from swarmd.probes import probe_network
+
+_FRAME_COALESCE = 0.25  # seconds between two bare progress frames that reach the loop
+
+
+class Followers:
+    """`[logs] follow`: classify each line of the extra log files and post the ones
+    that matter, tagged with the current trainer generation."""
+
+    name = "followers"
+
+    def __init__(
+        self,
+        paths: tuple[Path, ...],
+        *,
+        classifier: Callable[[], Classifier],
+        gen: Callable[[], int],
+        post: Callable[[Any], None],
+        count_line: Callable[[int], None],
+        clock: Clock,
+    ) -> None:
+        self.paths = paths
+        self._classifier = classifier
+        self._gen = gen
+        self._post = post
+        self._count_line = count_line
+        self._clock = clock
+        self._follower: FileFollower | None = None
+        self._gates: dict[Path, LineGate] = {}
+
+    def start(self) -> None:
+        if not self.paths or self._follower is not None:
+            return
+        self._follower = FileFollower(list(self.paths), self._on_line, clock=self._clock)
+        self._follower.start()
+
+    def reconfigure(self, config: Config) -> list[Kept]:
+        return []
+
+    def stop(self) -> None:
+        if self._follower is not None:
+            self._follower.stop()
+            self._follower = None
+
+    def _on_line(self, path: Path, line: str, t: float) -> None:
+        self._count_line(1)
+        gate = self._gates.get(path)
+        if gate is None:
+            gate = self._gates[path] = LineGate(self._classifier, self._post, self._gen, str(path))
+        gate(line, t)
+
+
+class ProbeLoop:
+    """`[probes]`: run the network checks every `interval` on a thread of their own
+    (every check has a timeout, but the loop never waits on one)."""
+
+    name = "probes"
+
+    def __init__(self, settings: ProbesConfig, post: Callable[[Any], None]) -> None:
+        self.settings = settings
+        self._post = post
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        s = self.settings
+        if self._thread is not None or not (s.urls or s.tcp or s.dns):
+            return
+        self._thread = threading.Thread(target=self._loop, name="probes", daemon=True)
+        self._thread.start()
+
+    def reconfigure(self, config: Config) -> list[Kept]:
+        return []
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.interval):
+            self._post(ProbeDone(probe_network(self.settings)))
+
+
+class LineGate:
+    """Runs in a reader thread: classify a line and post only what matters.
+
+    Bare tqdm frames (progress without a round number) are coalesced to a few per
+    second, so a trainer printing 100k frames/s cannot flood the loop. The classifier
+    and the generation are read per line, so a reload's new rules apply at once.
+    """
+
+    def __init__(
+        self,
+        classifier: Callable[[], Classifier],
+        post: Callable[[Any], None],
+        gen: Callable[[], int],
+        source: str,
+    ) -> None:
+        self._classifier = classifier
+        self._post = post
+        self._gen = gen
+        self._source = source
+        self._last_frame = 0.0
+
+    def __call__(self, line: str, t: float) -> None:
+        sig = self._classifier().classify(line)
+        if sig is None:
+            return
+        if sig.verdict is Verdict.HEALTHY_PROGRESS and sig.round is None:
+            if t - self._last_frame < _FRAME_COALESCE:
+                return
+            self._last_frame = t
+        self._post(LineSeen(self._gen(), sig, t, self._source))
