@@ -14,7 +14,8 @@ p2pd (benchmarks/_peers.py), signed records, the trainer's own `DhtExchange`:
   time from the round start to that gather returning, per peer per round.
 
 Times are on CLOCK_MONOTONIC, shared by all processes on the host. A record that does
-not arrive within its slot counts as missing and is reported, not dropped silently.
+not arrive within its slot counts as missing, reported, and enters the percentiles as
+slower than any arrival (infinite), so a p99 past the slot prints `inf`.
 
     .venv/bin/python benchmarks/dht_latency.py [--peers 3,8,16]
     # one line per N; the last line (largest N): prop_p50_ms= prop_p99_ms= gather_all_ms= peers=
@@ -23,8 +24,8 @@ not arrive within its slot counts as missing and is reported, not dropped silent
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -129,14 +130,17 @@ def measure(n: int, root: Path) -> dict[str, Any]:
                     missing += 1
                 else:
                     prop.append((t_seen - t_pub) * 1000)
-    gathers = [g for r in results for g in r["gather_ms"]]
-    complete = [g for g in gathers if g is not None]
-    if not prop or not complete:
+    # A record or gather that missed its slot took longer than the slot: it counts as
+    # infinitely slow in the percentiles (so p99 may print inf), never as absent.
+    prop += [math.inf] * missing
+    gathers = [math.inf if g is None else g for r in results for g in r["gather_ms"]]
+    if not any(math.isfinite(x) for x in prop) or not any(math.isfinite(x) for x in gathers):
         raise SystemExit(f"dht_latency.py: N={n}: no complete samples (missing {missing}); see {work}")
-    return {"n": n, "pairs": len(prop), "missing": missing, "p50": statistics.median(prop),
-            "p99": _pct(prop, 0.99), "max": max(prop), "gather_p50": statistics.median(complete),
-            "gather_p99": _pct(complete, 0.99), "gathers": len(gathers), "gathers_complete": len(complete),
-            "wall_s": wall}
+    finite = [x for x in prop if math.isfinite(x)]
+    return {"n": n, "pairs": len(prop), "missing": missing, "p50": _pct(prop, 0.5),
+            "p99": _pct(prop, 0.99), "max": max(finite), "gather_p50": _pct(gathers, 0.5),
+            "gather_p99": _pct(gathers, 0.99), "gathers": len(gathers),
+            "gathers_complete": sum(math.isfinite(g) for g in gathers), "wall_s": wall}
 
 
 def main() -> None:
@@ -151,7 +155,7 @@ def main() -> None:
     finally:
         shutil.rmtree(root, ignore_errors=True)
     for r in rows:
-        print(f"peers={r['n']} pairs_measured={r['pairs']} missing={r['missing']} prop_p50_ms={r['p50']:.1f} "
+        print(f"peers={r['n']} pair_samples={r['pairs']} missing={r['missing']} prop_p50_ms={r['p50']:.1f} "
               f"prop_p99_ms={r['p99']:.1f} prop_max_ms={r['max']:.1f} gather_all_p50_ms={r['gather_p50']:.1f} "
               f"gather_all_p99_ms={r['gather_p99']:.1f} gathers_complete={r['gathers_complete']}/{r['gathers']} "
               f"wall_s={r['wall_s']:.0f}")
