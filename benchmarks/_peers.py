@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -25,7 +26,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from trainer.dht import DhtExchange, SwarmDht  # noqa: E402
+from trainer.dht import REQUEST_TIMEOUT, DhtExchange, SwarmDht  # noqa: E402
+from trainer.exchange import rollout_key  # noqa: E402
+from trainer.rollout import Rollout  # noqa: E402
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 
@@ -119,6 +122,23 @@ def exchange(node: SwarmDht, namespace: str, expected_peers: int, poll: float) -
     return DhtExchange(node, lambda: node.peer_id, namespace=namespace,
                        expected_peers=lambda: expected_peers,
                        sleep=lambda s: time.sleep(min(s, poll)))
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM unwinds like Ctrl-C, so `finally` blocks end the peers and their p2pd."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
+def publish_checked(ex: DhtExchange, node: SwarmDht, rnd: int, rollouts: Sequence[Rollout],
+                    attempts: int = 3) -> int:
+    """Publish, then read our own record back; republish while it is absent. A store
+    can fail on a loaded machine (hivemind reports False), and the other peers would
+    then wait out their gather timeout. Returns the attempts used."""
+    for attempt in range(1, attempts + 1):
+        ex.publish(rnd, 0, rollouts)
+        if node.peer_id in node.get(rollout_key(ex.namespace, rnd, 0), timeout=REQUEST_TIMEOUT):
+            return attempt
+    return attempts
 
 
 def sleep_until(t: float) -> None:

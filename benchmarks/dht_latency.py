@@ -36,6 +36,7 @@ from typing import Any
 from _peers import (
     bootstrap,
     exchange,
+    exit_on_sigterm,
     join,
     ready_then_start_time,
     run_peers,
@@ -66,6 +67,7 @@ def _record(me: str, tag: int) -> list[Rollout]:
 
 def worker(argv: list[str]) -> None:
     warnings.simplefilter("ignore")
+    exit_on_sigterm()
     args = worker_args(argv, lambda p: p.add_argument("--n", type=int, required=True))
     n, me_index = args.n, args.worker
     node = join(args.work, me_index, args.initial)
@@ -148,6 +150,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--peers", default="3,8,16", help="comma-separated swarm sizes")
     args = parser.parse_args()
+    exit_on_sigterm()
     sizes = [int(x) for x in args.peers.split(",")]
     root = Path(tempfile.mkdtemp(prefix="dht-latency-"))
     try:

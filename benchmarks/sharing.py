@@ -7,7 +7,9 @@ each arm: every round each peer generates its own groups, publishes them through
 trainer's `DhtExchange`, gathers the other peers' records through the DHT (waiting
 until all have arrived, so the swarm keeps in step), picks its external groups
 round-robin over peers (`pick_external`), and takes one GRPO step on own + external,
-rewards recomputed locally as in the node.
+rewards recomputed locally as in the node. A store that fails on the loaded machine
+is retried (the peer reads its own record back), and reported as `republished`; a
+gather that still comes back short is reported as `short_rounds`.
 
 Held out: local_arith has 100 distinct questions (single-digit additions); a fixed
 fifth of them (by a hash of the question) is never sampled for training by any peer,
@@ -45,7 +47,9 @@ from typing import Any
 from _peers import (
     bootstrap,
     exchange,
+    exit_on_sigterm,
     join,
+    publish_checked,
     ready_then_start_time,
     run_peers,
     worker_args,
@@ -60,7 +64,7 @@ from trainer.rollout import Rollout, Task
 OUT = Path(__file__).resolve().parent / "out"
 ARMS = ((8, 0), (4, 4), (2, 6))
 PEERS = 4  # 3 other peers x 2 own groups = 6 external groups: enough for the 2/6 arm
-GATHER_TIMEOUT = 180.0  # generous: a round waits for the slowest peer on a shared CPU
+GATHER_TIMEOUT = 60.0  # generous: a round waits for the slowest peer on a shared CPU
 POLL = 0.02
 # two-sided 95% Student t quantiles by degrees of freedom (beyond 30: 1.96 is within 3%)
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262,
@@ -108,11 +112,11 @@ def run_arm(node: Any, index: int, seed: int, own: int, ext: int, args: Any, tmp
     learner = GRPOLearner(_settings(10_000 * seed + index, own, args, tmp), source)
     ex = exchange(node, f"sharing-s{seed}-{arm_name(own, ext)}", expected_peers=args.peers - 1, poll=POLL)
     rng = random.Random(f"{seed}:{index}")
-    short, received = 0, 0
+    short, received, republished = 0, 0, 0
     for rnd in range(args.rounds):
         mine = learner.generate(training_tasks(source, rnd, own, f"peer{index}"), round=rnd, stage=0,
                                 peer_id=node.peer_id)
-        ex.publish(rnd, 0, mine)
+        republished += publish_checked(ex, node, rnd, mine) - 1
         external: list[Rollout] = []
         if ext:
             got = ex.gather(rnd, 0, limit=(args.peers - 1) * own, timeout=GATHER_TIMEOUT)
@@ -126,8 +130,10 @@ def run_arm(node: Any, index: int, seed: int, own: int, ext: int, args: Any, tmp
     tasks = held_out_tasks(seed)
     rollouts = learner.generate(tasks, round=args.rounds, stage=0, peer_id="eval")
     scores = [total_reward(c, task) for task, r in zip(tasks, rollouts, strict=True) for c in r.completions]
-    return {"seed": seed, "arm": arm_name(own, ext), "held_out": statistics.fmean(scores),
-            "samples": len(scores), "short_rounds": short, "external": received}
+    row = {"seed": seed, "arm": arm_name(own, ext), "held_out": statistics.fmean(scores),
+           "samples": len(scores), "short_rounds": short, "external": received, "republished": republished}
+    print(f"done {row} at {time.strftime('%H:%M:%S')}", flush=True)
+    return row
 
 
 def worker(argv: list[str]) -> None:
@@ -135,6 +141,7 @@ def worker(argv: list[str]) -> None:
     import torch
 
     torch.set_num_threads(1)
+    exit_on_sigterm()
     args = worker_args(argv, _add_run_args)
     node = join(args.work, args.worker, args.initial)
     try:
@@ -188,6 +195,7 @@ def summarise(rows: list[dict[str, Any]], seeds: int) -> dict[str, dict[str, Any
         out[arm] = {"values": values, "interval": interval(values), "gain_pct": 100 * d_mean / base_mean,
                     "ci_low": 100 * d_low / base_mean, "ci_high": 100 * d_high / base_mean,
                     "short_rounds": sum(r["short_rounds"] for r in rows if r["arm"] == arm),
+                    "republished": sum(r["republished"] for r in rows if r["arm"] == arm),
                     "external": sum(r["external"] for r in rows if r["arm"] == arm)}
     return out
 
@@ -218,6 +226,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     _add_run_args(parser)
     args = parser.parse_args()
+    exit_on_sigterm()
     extra = ["--seeds", str(args.seeds), "--rounds", str(args.rounds), "--lr", str(args.lr),
              "--generations", str(args.generations), "--tokens", str(args.tokens), "--peers", str(args.peers)]
     root = Path(tempfile.mkdtemp(prefix="sharing-"))
@@ -241,7 +250,7 @@ def main() -> None:
         mean, low, high = s["interval"]
         print(f"arm={arm} held_out_reward={mean:.4f} ci95=[{low:.4f},{high:.4f}] gain_pct={s['gain_pct']:.1f} "
               f"gain_ci95=[{s['ci_low']:.1f},{s['ci_high']:.1f}] external_groups={s['external']} "
-              f"short_rounds={s['short_rounds']} per_seed={','.join(f'{v:.3f}' for v in s['values'])}")
+              f"short_rounds={s['short_rounds']} republished={s['republished']} per_seed={','.join(f'{v:.3f}' for v in s['values'])}")
     print(" ".join(f"gain_pct_{arm}={s['gain_pct']:.1f} ci_low_{arm}={s['ci_low']:.1f}" for arm, s in summary.items()))
 
 
