@@ -82,7 +82,27 @@ class Metrics:
             "Last reward reported (NaN: unknown).",
             registry=self.registry,
         )
-        for gauge in (self._round, self._peers, self._reward):
+        self._p2pd_up = Gauge(
+            "swarmd_p2pd_up",
+            "1 while the node's p2pd answers its control socket, 0 when gone or silent (NaN: unknown).",
+            registry=self.registry,
+        )
+        self._chain_rpc_up = Gauge(
+            "swarmd_chain_rpc_up", "1 when the chain RPC answered the last read (NaN: no chain probe).", registry=self.registry
+        )
+        self._chain_round = Gauge(
+            "swarmd_chain_round", "The coordinator contract's currentRound (NaN: unknown).", registry=self.registry
+        )
+        self._chain_block = Gauge(
+            "swarmd_chain_block", "The chain's latest block number (NaN: unknown).", registry=self.registry
+        )
+        self._chain_queue = Gauge(
+            "swarmd_chain_queue_depth",
+            "Chain submissions the trainer has queued on disk, not yet on chain (NaN: no chain).",
+            registry=self.registry,
+        )
+        for gauge in (self._round, self._peers, self._reward, self._p2pd_up, self._chain_rpc_up, self._chain_round,
+                      self._chain_block, self._chain_queue):
             gauge.set(math.nan)
         self.set_state(State.STARTING)
 
@@ -112,6 +132,17 @@ class Metrics:
 
     def set_reward(self, x: float | None) -> None:
         self._reward.set(math.nan if x is None else float(x))
+
+    def set_chain_queue(self, n: int | None) -> None:
+        self._chain_queue.set(math.nan if n is None else float(n))
+
+    def set_p2pd_up(self, alive: bool | None) -> None:
+        self._p2pd_up.set(math.nan if alive is None else float(alive))
+
+    def set_chain(self, rpc_up: bool | None, rnd: int | None, block: int | None) -> None:
+        self._chain_rpc_up.set(math.nan if rpc_up is None else float(rpc_up))
+        self._chain_round.set(math.nan if rnd is None else float(rnd))
+        self._chain_block.set(math.nan if block is None else float(block))
 
     def render(self) -> bytes:
         """The Prometheus text exposition format (version 0.0.4)."""
