@@ -26,17 +26,46 @@ DEFAULT_CONFIG = "monitor.toml"
 _CORPUS_HEADERS = ("# source:", "# class:", "# expect:")
 
 
+# What a shell reports for a command that SIGPIPE ended: `swarmd status | head` then
+# reads like any other Unix tool's.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
     try:
-        result: int = args.func(args)
-    except SwarmdError as err:
-        print(f"swarmd: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        return 130
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit:  # --help, --version and usage errors end here
+            sys.stdout.flush()
+            raise
+        try:
+            result: int = args.func(args)
+        except SwarmdError as err:
+            print(f"swarmd: {err}", file=sys.stderr)
+            return err.exit_code
+        except KeyboardInterrupt:
+            return 130
+        # Flush here, not at interpreter exit: a reader that went away must be seen
+        # while we can still handle it.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _reader_went_away()
     return result
+
+
+def _reader_went_away() -> int:
+    """The reader of stdout closed its end (`| head`): stop printing, quietly.
+
+    Python ignores SIGPIPE, so the write raised instead; what is still buffered would
+    raise again when the interpreter flushes stdout at exit, so stdout is pointed at
+    /dev/null first (the recipe in Python's `signal` documentation).
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 def _parser() -> argparse.ArgumentParser:
