@@ -28,6 +28,10 @@ class Heartbeat:
     last_reward: float | None = None
     status: str = ""  # free text: "training", "waiting", "reconnecting", ...
     written_at: float | None = None  # wall-clock seconds when written
+    # Reward/round submissions the node has queued for the chain but not yet sent
+    # (None: the node has no chain, or does not say); exported as
+    # swarmd_chain_queue_depth so a fleet alert sees a backlog building.
+    chain_queue: int | None = None
 
 
 def write_heartbeat(path: Path, beat: Heartbeat) -> None:
@@ -91,4 +95,5 @@ def _from_dict(data: dict[str, Any]) -> Heartbeat | None:
         last_reward=num("last_reward"),
         status=text("status"),
         written_at=num("written_at"),
+        chain_queue=integer("chain_queue"),
     )

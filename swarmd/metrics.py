@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 from swarmd.domain import State
+from swarmd.heartbeat import Heartbeat
 
 # Restart reasons come from the policy and are a small fixed vocabulary, but a label
 # per free-text reason would grow the series without bound; past this many distinct
@@ -167,6 +168,15 @@ class Metrics:
 
     def set_reward(self, x: float | None) -> None:
         self._reward.set(math.nan if x is None else float(x))
+
+    def heartbeat(self, beat: Heartbeat) -> None:
+        """Everything the trainer's heartbeat says that a fleet alert needs."""
+        self.set_round(beat.round)
+        self.set_peers(beat.peers)
+        if beat.last_reward is not None:
+            self.set_reward(beat.last_reward)
+        self.set_step_seconds(max(beat.step_seconds) if beat.step_seconds else None)
+        self.set_chain_queue(beat.chain_queue)
 
     def set_step_seconds(self, x: float | None) -> None:
         self._step.set(math.nan if x is None else float(x))
