@@ -169,7 +169,7 @@ class Soak:
     def settle(self) -> None:
         """Handle what the stop worker / exit waiter threads post (real time, bounded)."""
         sup = self.sup
-        while sup._run is not None and (sup._run.stopping or sup._run.exited is not None):
+        while sup.settling:
             sup.handle(sup.events.get(timeout=10))
         while True:
             try:
@@ -181,21 +181,21 @@ class Soak:
                 self.sims[child.pid] = SimChild(child, self.now + STARTUP)
 
     def current(self) -> SimChild | None:
-        run = self.sup._run
+        run = self.sup.current
         if run is None or run.exited is not None or run.stopping:
             return None
         return self.sims.get(run.child.pid)
 
     def line(self, sig: Signal) -> None:
-        self.sup.handle(LineSeen(self.sup._gen, sig, self.now, "stdout"))
+        self.sup.handle(LineSeen(self.sup.generation, sig, self.now, "stdout"))
         self.settle()
 
     def exit_child(self, sim: SimChild, rc: int) -> None:
-        run = self.sup._run
+        run = self.sup.current
         if run is None or run.child is not sim.child or run.exited is not None or run.stopping:
             return
         sim.child.exit(rc)
-        while self.sup._run is run and run.exited is None:
+        while self.sup.current is run and run.exited is None:
             self.sup.handle(self.sup.events.get(timeout=10))
         self.settle()
 
@@ -272,8 +272,8 @@ class Soak:
         next_tick = self.now + TICK
         while self.now < end:
             wake = min(next_fault, next_step, next_tick, end)
-            if self.sup._restart_at is not None:
-                wake = min(wake, max(self.sup._restart_at, self.now))
+            if self.sup.next_start_at is not None:
+                wake = min(wake, max(self.sup.next_start_at, self.now))
             if self.outage_until is not None:
                 wake = min(wake, self.outage_until)
             dt = wake - self.now
@@ -289,7 +289,7 @@ class Soak:
             if self.now >= next_step:
                 next_step = self.now + STEP
                 self.trainer_step()
-            if self.now >= next_tick or (self.sup._restart_at is not None and self.now >= self.sup._restart_at):
+            if self.now >= next_tick or (self.sup.next_start_at is not None and self.now >= self.sup.next_start_at):
                 next_tick = self.now + TICK
                 self.sup.tick()
                 self.settle()

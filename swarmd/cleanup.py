@@ -58,7 +58,7 @@ def find_leftover_tree(pidfile: PidFile) -> tuple[int | None, list[ProcRef]] | N
     leftover = find_leftover(record)
     refs = {(r.pid, r.create_time): r for r in pidfile.read_tree() if is_alive(r)}
     if leftover is not None:
-        refs.update({(r.pid, r.create_time): r for r in snapshot_tree(leftover.pid) or [leftover]})
+        refs.update({(r.pid, r.create_time): r for r in snapshot_tree(leftover.pid, leftover.create_time) or [leftover]})
     if not refs:
         pidfile.remove()
         return None

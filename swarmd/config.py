@@ -88,6 +88,31 @@ class HealthConfig:
     reconnect_attempts: int = 3  # SIGUSR1 tries before a restart
     reconnect_timeout: float = 120.0  # wait this long for peers after a SIGUSR1
     ready_on: str = "progress"  # "progress" (first progress line/heartbeat) or "start"
+    # Until READY, ask systemd for more start time (EXTEND_TIMEOUT_USEC) for at most
+    # this long after swarmd's start; 0: never (TimeoutStartSec alone decides).
+    ready_timeout: float = 3600.0
+    # A DHT fault (p2pd gone or silent, peers lost): "signal" asks the node to
+    # re-bootstrap in place (SIGUSR1, only if it catches it), "restart" restarts it.
+    reconnect: str = "signal"
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityConfig:
+    # The node's libp2p key file (absolute). None: what the node itself reads
+    # (IDENTITY_PATH, --identity_path, run_rl_swarm.sh's <cwd>/swarm.pem).
+    path: Path | None = None
+    # Host-wide directory of identity locks. None: /run/lock/swarmd, else /tmp/swarmd-locks.
+    lock_dir: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChainConfig:
+    rpc_url: str = ""  # JSON-RPC endpoint; "" disables the chain probe
+    contract: str = ""  # coordinator address; "" = SWARM_CONTRACT from the node's env
+    interval: float = 30.0
+    timeout: float = 10.0
+    stall_rounds: float = 3.0  # a round standing still this many round lengths is reported
+    round_length: float = 0.0  # seconds; 0 = learn it from the advances seen
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +134,7 @@ class RuleSpec:
     verdict: str  # a Verdict value, e.g. "restart"
     kind: str = ""
     enabled: bool = True
+    exception: str = ""  # a traceback's final exception type (e.g. "ModuleNotFoundError")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +157,8 @@ class Config:
     web: WebConfig
     rules: tuple[RuleSpec, ...] = ()
     control_socket: Path = field(default=Path("swarmd.sock"))  # absolute after parse
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    chain: ChainConfig = field(default_factory=ChainConfig)
 
 
 # --------------------------------------------------------------------------- public API
@@ -286,7 +314,7 @@ def _index_lines(text: str) -> dict[str, int]:
 _SECRET_KEY = re.compile(r"token|secret|passw|key|credential|auth|cookie", re.IGNORECASE)
 
 
-def _is_secret(key: str) -> bool:
+def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key.rsplit(".", 1)[-1]))
 
 
@@ -318,7 +346,7 @@ class _Context:
 
     def show(self, key: str, value: object) -> str:
         """A value for an error message, or "<redacted>" when the key looks secret."""
-        if _is_secret(key):
+        if is_secret_key(key):
             return "<redacted>"
         text = repr(value)
         return text if len(text) <= 60 else text[:57] + "..."
@@ -508,7 +536,7 @@ def _fields(cls: type[Any]) -> frozenset[str]:
     return frozenset(f.name for f in dataclasses.fields(cls))
 
 
-_SECTIONS = frozenset({"trainer", "logs", "restart", "health", "probes", "web", "rules", "control"})
+_SECTIONS = frozenset({"trainer", "logs", "restart", "health", "probes", "web", "rules", "control", "identity", "chain"})
 _TRAINER_DEFAULTS = TrainerConfig(command=(), cwd=Path())
 _LOGS_DEFAULTS = LogsConfig(dir=Path(), trainer_log=Path(), monitor_log=Path())
 _HEALTH_DEFAULTS = HealthConfig(heartbeat_file=Path())
@@ -535,6 +563,8 @@ def _build_config(root: _Table, base: Path) -> Config:
         web=_web(root.child("web", _fields(WebConfig))),
         rules=_rules(root.children("rules", _fields(RuleSpec))),
         control_socket=socket,
+        identity=_identity(root.child("identity", _fields(IdentityConfig)), trainer.cwd, base),
+        chain=_chain(root.child("chain", _fields(ChainConfig))),
     )
 
 
@@ -643,7 +673,38 @@ def _health(t: _Table, base: Path, state_dir: Path) -> HealthConfig:
         reconnect_attempts=t.integer("reconnect_attempts", d.reconnect_attempts, low=0),
         reconnect_timeout=t.duration("reconnect_timeout", d.reconnect_timeout),
         ready_on=t.string("ready_on", d.ready_on, choices=("progress", "start")),
+        ready_timeout=t.duration("ready_timeout", d.ready_timeout, allow_zero=True),
+        reconnect=t.string("reconnect", d.reconnect, choices=("signal", "restart")),
     )
+
+
+def _identity(t: _Table, trainer_cwd: Path, base: Path) -> IdentityConfig:
+    # The key file is the node's: relative to trainer.cwd, as the node resolves it.
+    path = t.path("path", Path(), trainer_cwd) if t.has("path") else None
+    lock_dir = t.path("lock_dir", Path(), base) if t.has("lock_dir") else None
+    return IdentityConfig(path=path, lock_dir=lock_dir)
+
+
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+
+
+def _chain(t: _Table) -> ChainConfig:
+    d = ChainConfig()
+    url = t.string("rpc_url", d.rpc_url)
+    if url and not _URL.match(url):  # never echoed: RPC URLs often embed an API key
+        raise t.error("rpc_url", "is not an http(s) URL", "write it as https://host/path, or \"\" for no chain probe")
+    contract = t.string("contract", d.contract)
+    if contract and not _ADDRESS.match(contract):
+        raise t.error("contract", f"{t.ctx.show('contract', contract)} is not a 0x-prefixed 20-byte address",
+                      "e.g. '0xFaD7C5e93f28257429569B854151A1B8DCD404c2', or \"\" to read SWARM_CONTRACT")
+    interval = t.duration("interval", d.interval)
+    timeout = t.duration("timeout", d.timeout)
+    if timeout > interval:
+        raise t.error("timeout", f"timeout ({timeout:g}s) is longer than interval ({interval:g}s)",
+                      "make the timeout at most the interval, so reads never overlap")
+    return ChainConfig(rpc_url=url, contract=contract, interval=interval, timeout=timeout,
+                       stall_rounds=t.number("stall_rounds", d.stall_rounds, low=1.0),
+                       round_length=t.duration("round_length", d.round_length, allow_zero=True))
 
 
 _MULTIADDR_TCP = re.compile(r"^/(?:ip4|ip6|dns|dns4|dns6)/[^/]+/tcp/(\d+)(?:/.*)?$")
@@ -707,12 +768,17 @@ def _rules(tables: list[_Table]) -> tuple[RuleSpec, ...]:
     specs: list[RuleSpec] = []
     for t in tables:
         name = t.string("name", "", required=True)
-        pattern = t.string("pattern", "", required=True)
+        exception = t.string("exception", "")
+        if exception and not re.fullmatch(r"[A-Za-z_][\w.]*", exception):
+            raise t.error("exception", f"{exception!r} is not an exception class name",
+                          "use the type a traceback ends with, e.g. 'ModuleNotFoundError' or 'torch.OutOfMemoryError'")
+        # A rule matches lines (pattern), a traceback's final exception (exception), or both.
+        pattern = t.string("pattern", "", required=not exception)
         if not name.strip():
             raise t.error("name", "must not be empty", "give the rule a short name, e.g. 'p2pd-timeout'")
         if any(spec.name == name for spec in specs):
             raise t.error("name", f"duplicate rule name {name!r}", "give each [[rules]] entry its own name")
-        if not pattern:
+        if not pattern and not exception:
             raise t.error("pattern", "must not be empty", "a regular expression matching the log line")
         try:
             re.compile(pattern)
@@ -727,5 +793,5 @@ def _rules(tables: list[_Table]) -> tuple[RuleSpec, ...]:
             hint = f"did you mean '{close[0]}'? " if close else ""
             raise t.error("verdict", f"unknown verdict {verdict!r}", f"{hint}one of: {', '.join(_VERDICTS)}")
         specs.append(RuleSpec(name=name, pattern=pattern, verdict=verdict,
-                              kind=t.string("kind", ""), enabled=t.boolean("enabled", True)))
+                              kind=t.string("kind", ""), enabled=t.boolean("enabled", True), exception=exception))
     return tuple(specs)

@@ -28,10 +28,7 @@ class Heartbeat:
     last_reward: float | None = None
     status: str = ""  # free text: "training", "waiting", "reconnecting", ...
     written_at: float | None = None  # wall-clock seconds when written
-    # Reward/round submissions the node has queued for the chain but not yet sent
-    # (None: the node has no chain, or does not say); exported as
-    # swarmd_chain_queue_depth so a fleet alert sees a backlog building.
-    chain_queue: int | None = None
+    chain_queue: int | None = None  # chain submissions waiting on disk (None: no chain)
 
 
 def write_heartbeat(path: Path, beat: Heartbeat) -> None:
@@ -90,10 +87,10 @@ def _from_dict(data: dict[str, Any]) -> Heartbeat | None:
         round=integer("round"),
         stage=integer("stage"),
         peers=integer("peers"),
+        chain_queue=integer("chain_queue"),
         last_progress=num("last_progress"),
         step_seconds=steps,
         last_reward=num("last_reward"),
         status=text("status"),
         written_at=num("written_at"),
-        chain_queue=integer("chain_queue"),
     )

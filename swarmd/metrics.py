@@ -109,11 +109,6 @@ class Metrics:
             "Unix time of the trainer's last progress (NaN: none seen yet).",
             registry=self.registry,
         )
-        self._chain_queue = Gauge(
-            "swarmd_chain_queue_depth",
-            "Chain submissions the trainer has queued but not sent (NaN: not reported).",
-            registry=self.registry,
-        )
         self._dropped = Counter(
             "swarmd_lines_dropped",
             "Lines given up for good by a log swarmd writes (the disk refused them past the buffer).",
@@ -126,7 +121,27 @@ class Metrics:
             ["reader"],
             registry=self.registry,
         )
-        for gauge in (self._round, self._peers, self._reward, self._step, self._progress_at, self._chain_queue):
+        self._p2pd_up = Gauge(
+            "swarmd_p2pd_up",
+            "1 while the node's p2pd answers its control socket, 0 when gone or silent (NaN: unknown).",
+            registry=self.registry,
+        )
+        self._chain_rpc_up = Gauge(
+            "swarmd_chain_rpc_up", "1 when the chain RPC answered the last read (NaN: no chain probe).", registry=self.registry
+        )
+        self._chain_round = Gauge(
+            "swarmd_chain_round", "The coordinator contract's currentRound (NaN: unknown).", registry=self.registry
+        )
+        self._chain_block = Gauge(
+            "swarmd_chain_block", "The chain's latest block number (NaN: unknown).", registry=self.registry
+        )
+        self._chain_queue = Gauge(
+            "swarmd_chain_queue_depth",
+            "Chain submissions the trainer has queued on disk, not yet on chain (NaN: no chain).",
+            registry=self.registry,
+        )
+        for gauge in (self._round, self._peers, self._reward, self._p2pd_up, self._chain_rpc_up, self._chain_round,
+                      self._chain_block, self._chain_queue, self._step, self._progress_at):
             gauge.set(math.nan)
         # Sources of lost lines keep running totals; these remember what was exported.
         # Weak keys: a finished trainer run's capture goes away with its last count.
@@ -184,9 +199,6 @@ class Metrics:
     def set_last_progress(self, wall: float | None) -> None:
         self._progress_at.set(math.nan if wall is None else float(wall))
 
-    def set_chain_queue(self, n: int | None) -> None:
-        self._chain_queue.set(math.nan if n is None else float(n))
-
     def watch_log(self, name: str, log: HasDroppedLines) -> None:
         """Export `log.dropped_lines` as `swarmd_lines_dropped_total{log=name}`."""
         with self._lock:
@@ -213,6 +225,17 @@ class Metrics:
                 if total > seen:
                     self._callback_errors.labels(reader=name).inc(total - seen)
                     self._readers[reader] = (name, total)
+
+    def set_chain_queue(self, n: int | None) -> None:
+        self._chain_queue.set(math.nan if n is None else float(n))
+
+    def set_p2pd_up(self, alive: bool | None) -> None:
+        self._p2pd_up.set(math.nan if alive is None else float(alive))
+
+    def set_chain(self, rpc_up: bool | None, rnd: int | None, block: int | None) -> None:
+        self._chain_rpc_up.set(math.nan if rpc_up is None else float(rpc_up))
+        self._chain_round.set(math.nan if rnd is None else float(rnd))
+        self._chain_block.set(math.nan if block is None else float(block))
 
     def render(self) -> bytes:
         """The Prometheus text exposition format (version 0.0.4)."""

@@ -15,7 +15,10 @@ numerics:
 - advantages: per task group (r - mean) / (std + 1e-4), trl's `scale_rewards="group"`;
 - loss: trl's default `loss_type` ("dapo"): token-level clipped surrogate
   -min(ratio*A, clip(ratio, 1-eps, 1+eps_high)*A) summed over completion tokens and
-  divided by the completion tokens of the whole batch; optional k3 KL with `beta`;
+  divided by the completion tokens of the whole batch; optional k3 KL with `beta`,
+  multiplied by the importance ratio as trl's default `use_bias_correction_kl` does
+  (trainer/grpo_loss.py; tests/trainer/test_loss_equivalence.py holds it to trl's
+  `compute_loss`);
 - eps / eps_high / temperature: `GRPOConfig`'s defaults; `trl.trainer.utils.pad`
   and `selective_log_softmax` build the batch and the per-token log-probs.
 
@@ -49,6 +52,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from trl.trainer.utils import pad, selective_log_softmax
 
+from trainer.grpo_loss import grpo_token_loss
 from trainer.model import load_model_and_tokenizer
 from trainer.node import StepInterrupted
 from trainer.rewards import total_reward
@@ -150,6 +154,7 @@ class GRPOLearner:
         self.temperature = float(_grpo_default("temperature"))
         self.epsilon_low = float(_grpo_default("epsilon"))
         self.epsilon_high = float(_grpo_default("epsilon_high") or self.epsilon_low)
+        self.bias_corrected_kl = bool(_grpo_default("use_bias_correction_kl"))
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=settings.learning_rate, weight_decay=0.0
         )
@@ -338,15 +343,16 @@ class GRPOLearner:
             t.to(self.device, non_blocking=True) for t in (prompts, prompt_mask, comps, comp_mask, adv)
         )
         logps = self._logps(self.model, prompts, prompt_mask, comps, comp_mask)
-        coef_1 = torch.exp(logps - logps.detach())
-        coef_2 = torch.clamp(coef_1, 1 - self.epsilon_low, 1 + self.epsilon_high)
-        adv = adv.unsqueeze(1)
-        per_token = -torch.min(coef_1 * adv, coef_2 * adv)
+        ref = None
         if self.ref_model is not None:
             with torch.no_grad():
                 ref = self._logps(self.ref_model, prompts, prompt_mask, comps, comp_mask)
-            per_token = per_token + self.settings.beta * (torch.exp(ref - logps) - (ref - logps) - 1)
-        return (per_token * comp_mask).sum() / normaliser
+        return grpo_token_loss(
+            logps, logps.detach(), ref, adv, comp_mask, normaliser=normaliser,
+            epsilon_low=self.epsilon_low, epsilon_high=self.epsilon_high,
+            beta=self.settings.beta if self.ref_model is not None else 0.0,
+            bias_corrected_kl=self.bias_corrected_kl,
+        )
 
     def _logps(self, model: Any, prompts: torch.Tensor, prompt_mask: torch.Tensor,
                comps: torch.Tensor, comp_mask: torch.Tensor) -> torch.Tensor:

@@ -26,7 +26,7 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 RULES = DEPLOY / "prometheus" / "swarmd.rules.yml"
 RULE_TESTS = DEPLOY / "prometheus" / "swarmd.rules.test.yml"
 DASHBOARD = DEPLOY / "grafana" / "swarmd-dashboard.json"
-_NAME = re.compile(r"\b(swarmd_[a-z_]+)")
+_NAME = re.compile(r"\b(swarmd_[a-z0-9_]+)")
 # Series a rule may use that swarmd does not export: Prometheus's own.
 _PROMETHEUS_SERIES = frozenset({"up", "ALERTS"})
 
@@ -62,7 +62,7 @@ def _exported() -> set[str]:
     metrics = Metrics()
     metrics.restart("stall")
     text = metrics.render().decode()
-    return set(re.findall(r"^(swarmd_[a-z_]+)", text, re.MULTILINE))
+    return set(re.findall(r"^(swarmd_[a-z0-9_]+)", text, re.MULTILINE))
 
 
 def test_alert_rules_pass_promtool_check(promtool: str) -> None:

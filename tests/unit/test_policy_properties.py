@@ -113,7 +113,7 @@ class Driver:
 
     def settle(self, timeout: float = 5.0) -> None:
         """Handle what the worker threads post until a stop or an exit is complete."""
-        while self.sup._run is not None and (self.sup._run.stopping or self.sup._run.exited is not None):
+        while self.sup.settling:
             self._one(timeout)
         while True:
             try:
@@ -133,12 +133,12 @@ class Driver:
         sup = self.sup
         if kind == "line":
             sig = Signal(kind=_kinds[arg], verdict=arg, line=f"{arg.value} evidence")
-            sup.handle(LineSeen(sup._gen, sig, self.clock.monotonic(), "stdout"))
+            sup.handle(LineSeen(sup.generation, sig, self.clock.monotonic(), "stdout"))
         elif kind == "exit":
-            run = sup._run
+            run = sup.current
             if run is not None and run.exited is None and not run.stopping:
                 self.spawner.last.exit(arg)
-                while sup._run is run and run.exited is None:
+                while sup.current is run and run.exited is None:
                     self._one(5.0)  # the exit waiter thread reports it
         elif kind == "advance":
             self.clock.advance(arg)
