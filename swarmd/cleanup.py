@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from swarmd.p2pd import remove_stale_sockets
 from swarmd.process import (
     Child,
     PidFile,
@@ -21,7 +22,6 @@ from swarmd.process import (
     listening_ports,
     p2pd_sockets,
     ports_free,
-    remove_stale_sockets,
     snapshot_tree,
     stop_group,
     sweep_orphans,

@@ -22,6 +22,8 @@ from swarmd.redact import redact_text
 # reconfigure in place and the trainer restarts with its new settings.
 NOT_LIVE: Mapping[str, str] = {
     "state_dir": "the single-instance lock and the trainer's pid file stay where swarmd started; restart swarmd to move them",
+    "identity.path": "the host-wide identity lock is claimed once, at start; restart swarmd to claim another identity",
+    "identity.lock_dir": "the host-wide identity lock is held where swarmd started; restart swarmd to move it",
 }
 _SECTION_NAMES = {"control_socket": "control.socket"}
 

@@ -1,7 +1,7 @@
 """The real node (`python -m trainer`) with its clock on a real chain: it registers its
-peer id, trains the rounds the stage manager opens, and every reward it reports is on
-chain or still queued on disk (none lost); a wrong chain id stops it at start with one
-line naming the key, exit 2."""
+peer id, trains the rounds the stage manager opens, and every reward and winner vote it
+reports is on chain or still queued on disk (none lost); a wrong chain id stops it at
+start with one line naming the key, exit 2."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pytest
 
 from tests.chain.conftest import Deployed
 from trainer.coordinator.keyfile import load_or_create
+from trainer.coordinator.localchain import free_port
 from trainer.coordinator.queue import SubmissionQueue
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,12 +52,26 @@ def _env() -> dict[str, str]:
 
 
 def test_wrong_chain_id_stops_the_node_with_one_line(deployed: Deployed, tmp_path: Path) -> None:
+    """A wrong setting is fatal (exit 2: swarmd does not restart into the same error)."""
     proc = subprocess.run(_trainer(tmp_path, deployed, "chain_id=1"), cwd=REPO, env=_env(), capture_output=True,
                           text=True, timeout=120, check=False)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.startswith("trainer:")]
-    assert lines == ["trainer: trainer.toml: chain_id: the RPC serves chain 685685, not 1; "
+    assert lines == [f"trainer: {tmp_path / 'trainer.toml'}: [chain_id] the RPC serves chain 685685, not 1; "
                      "fix: set chain_id = 685685, or point chain_rpc_url at chain 1"]
+
+
+def test_rpc_down_at_start_is_one_line_and_a_restartable_exit(deployed: Deployed, tmp_path: Path) -> None:
+    """The setting may be right and the RPC merely down: exit 69, which swarmd restarts with
+    back-off (2 and 78 are its fatal codes)."""
+    url = f"http://127.0.0.1:{free_port()}/v2/SECRET"
+    proc = subprocess.run(_trainer(tmp_path, deployed, f'chain_rpc_url="{url}"'), cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 69
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("trainer:")]
+    assert len(lines) == 1
+    assert "[chain_rpc_url] no answer from http://127.0.0.1:" in lines[0]
+    assert "SECRET" not in proc.stderr + proc.stdout
 
 
 @pytest.mark.slow
@@ -98,3 +113,7 @@ def test_node_trains_the_chain_rounds_and_loses_no_reward(deployed: Deployed, tm
     on_chain = {rs for rs in trained if reader.has_submitted_reward(rs[0], rs[1], peer_id)}
     assert on_chain, "no reward reached the chain"
     assert set(trained) == on_chain | queued  # delivered, or durable for the next start
+    voted = {r for r, _ in trained if reader.voter_votes(r, peer_id) == [peer_id]}  # alone: it votes for itself
+    queued_votes = {i.round for i in SubmissionQueue(tmp_path / "node" / "chain-queue").pending() if i.kind == "winners"}
+    assert voted
+    assert {r for r, _ in trained} == voted | queued_votes

@@ -131,6 +131,14 @@ reconnect_attempts = 3
 reconnect_timeout = 120
 ready_on = "progress"
 ready_timeout = 3600
+reconnect = "signal"
+[chain]
+rpc_url = ""
+contract = ""
+interval = 30
+timeout = 10
+stall_rounds = 3
+round_length = 0
 [probes]
 urls = []
 tcp = ["127.0.0.1:{tcp_port}"]
@@ -145,6 +153,9 @@ port = {web_port}
 allow_remote = false
 [control]
 socket = "state/a.sock"
+[identity]
+path = "id-a.pem"
+lock_dir = "locks-a"
 [[rules]]
 name = "rule-a"
 pattern = "ALPHA-FAULT"
@@ -196,6 +207,14 @@ reconnect_attempts = 4
 reconnect_timeout = 121
 ready_on = "start"
 ready_timeout = 1800
+reconnect = "restart"
+[chain]
+rpc_url = "http://127.0.0.1:{http_port}/rpc"
+contract = "0x{'ab' * 20}"
+interval = 31
+timeout = 9
+stall_rounds = 4
+round_length = 5
 [probes]
 urls = ["http://127.0.0.1:{http_port}/"]
 tcp = ["127.0.0.1:{tcp_port}"]
@@ -210,6 +229,9 @@ port = {web_port}
 allow_remote = true
 [control]
 socket = "state/b.sock"
+[identity]
+path = "id-b.pem"
+lock_dir = "locks-b"
 [[rules]]
 name = "rule-b"
 pattern = "BRAVO-FAULT"
@@ -264,7 +286,7 @@ def test_sighup_applies_every_key_of_monitor_toml(
         # second reload below turns it off).
         assert set(reloaded["changed"]) == set(new_flat) - {"web.enabled"}, set(new_flat) ^ set(reloaded["changed"])
         kept = {k["key"]: k["reason"] for k in reloaded["kept"]}
-        assert set(kept) == {"state_dir", "logs.console"}, kept
+        assert set(kept) == {"state_dir", "logs.console", "identity.path", "identity.lock_dir"}, kept
         assert "restart swarmd" in kept["state_dir"]
         assert "--no-console" in kept["logs.console"]
 

@@ -316,3 +316,15 @@ def test_slow_wait_loop_escalates_by_time(clf: Classifier) -> None:
     later = an.feed("Waiting for API key to be activated...", 130.0)
     assert [s.verdict for s in first] == [V.HEALTHY_IDLE]
     assert [s.verdict for s in later] == [V.HEALTHY_IDLE, V.OPERATOR_NEEDED]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "RuntimeError: CUDA driver version is insufficient for CUDA runtime version",
+        "ERROR: Package 'rl-swarm' requires a different Python: 3.9.6 not in '>=3.10'",
+        "Error: Cannot find module 'next/dist/bin/next'",
+    ],
+)
+def test_install_and_driver_mismatch_lines_are_fatal(clf: Classifier, line: str) -> None:
+    assert judge_lines([line], clf).verdict is V.GIVE_UP_FATAL

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import structlog
-from web3.exceptions import Web3RPCError
+from web3.exceptions import Web3Exception, Web3RPCError
 
 from trainer.coordinator.abi import ALREADY_DONE
 from trainer.coordinator.queue import Submission, SubmissionQueue
@@ -34,7 +35,8 @@ class SenderStats:
     sent: int = 0
     already: int = 0
     rejected: int = 0
-    latencies: list[float] = field(default_factory=list)  # queue -> receipt, s (wall clock)
+    # queue -> receipt, s (wall clock); the recent ones only: a node runs for weeks
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
 
 
 class Sender:
@@ -134,7 +136,12 @@ class ChainCoordinator:
         self.sender.stop()
 
     def current_round(self) -> tuple[int, int]:
-        return self.client.round_and_stage()
+        """Raises OSError (TransportError) for any failure to read, which the round loop
+        waits out; an RPC that answers with an error is no more fatal than a silent one."""
+        try:
+            return self.client.round_and_stage()
+        except Web3Exception as exc:
+            raise TransportError(f"currentRound+currentStage: {_describe(exc)}") from None
 
     def seconds_until_next(self) -> float | None:
         """The chain publishes no schedule."""
