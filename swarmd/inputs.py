@@ -37,8 +37,10 @@ class Followers:
         post: Callable[[Any], None],
         count_line: Callable[[int], None],
         clock: Clock,
+        watch: Callable[[str, FileFollower], None] = lambda name, reader: None,
     ) -> None:
         self.paths = paths
+        self._watch = watch  # the metrics export the follower's callback errors
         self._classifier = classifier
         self._gen = gen
         self._post = post
@@ -53,6 +55,7 @@ class Followers:
         if not self.paths or self._follower is not None:
             return
         self._follower = FileFollower(list(self.paths), self._on_line, clock=self._clock)
+        self._watch("follow", self._follower)
         self._follower.start()
 
     def reconfigure(self, config: Config) -> list[Kept]:

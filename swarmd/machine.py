@@ -114,6 +114,7 @@ class Machine:
             self._schedule_restart(self.policy.restart(Action.RESTART, "spawn_oserror", str(err), now))
             return
         self.run = run
+        self.metrics.watch_reader("trainer", run.capture)
         self._kernel_oom = ""
         self.policy.child_started(now)
         self.restart_at = None
@@ -138,6 +139,7 @@ class Machine:
         self.board.signal_seen(sig, live=True)
         if is_progress(sig):  # greetings, loading bars and login waits are not
             self.board.last_progress_mono = now
+            self.metrics.set_last_progress(self.clock.wall())
             self._on_progress(sig.kind)
         decision = self.policy.on_signal(sig, now)
         if decision.action is not Action.NONE:
@@ -184,6 +186,7 @@ class Machine:
             "child_down", returncode=ev.returncode, escalated=ev.escalated, orphans_ended=ev.orphans, sockets_removed=ev.sockets
         )
         self.metrics.lines(run.new_lines())
+        self.metrics.sync()  # the run's capture goes with it: count its last errors now
         self.launcher.finished(run)
         self.run = None
         decision = self._pending
@@ -257,11 +260,8 @@ class Machine:
 
     def _on_heartbeat(self, beat: Heartbeat) -> None:
         self.board.heartbeat(beat)
-        self.metrics.set_round(beat.round)
-        self.metrics.set_peers(beat.peers)
-        self.metrics.set_chain_queue(beat.chain_queue)
-        if beat.last_reward is not None:
-            self.metrics.set_reward(beat.last_reward)
+        self.metrics.heartbeat(beat)
+        self.metrics.set_last_progress(self.clock.wall())
         self.board.last_progress_mono = self.clock.monotonic()
         self._on_progress("heartbeat")
 

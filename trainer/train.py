@@ -52,10 +52,12 @@ from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 from trl.trainer.utils import pad, selective_log_softmax
 
 from trainer.grpo_loss import grpo_token_loss
 from trainer.model import load_model_and_tokenizer
+from trainer.node import StepInterrupted
 from trainer.rewards import total_reward
 from trainer.rollout import MAX_COMPLETION_CHARS, MAX_COMPLETIONS, Rollout, Task
 
@@ -144,9 +146,14 @@ class GRPOLearner:
     """Generates this node's rollouts and takes one GRPO step per round on them and
     on peers' rollouts; owns the model, optimizer, RNG and their checkpoints."""
 
-    def __init__(self, settings: TrainSettings, tasks: TaskSource) -> None:
+    def __init__(
+        self, settings: TrainSettings, tasks: TaskSource, *, stop_requested: Callable[[], bool] = lambda: False
+    ) -> None:
         self.settings = settings
         self.tasks = tasks
+        # Polled inside generation (per token) and between micro-batches, so a stop
+        # never waits for a whole step (see trainer/node.py on StepInterrupted).
+        self._stop_requested = stop_requested
         self.model, self.tokenizer = load_model_and_tokenizer(
             settings.model, device=settings.device, dtype=settings.dtype,
             hf_token=settings.hf_token, seed=settings.seed,
@@ -207,6 +214,9 @@ class GRPOLearner:
                 out = self._sample(input_ids, attention)
             finally:
                 self.model.train()
+            if self._stop_requested():
+                # Raised inside _own_rng: the RNG stream stays where the last step left it.
+                raise StepInterrupted("generation")
         completions = self._trim_at_eos(out[:, input_ids.shape[1]:].cpu().tolist())
         texts = self.tokenizer.batch_decode(completions, skip_special_tokens=True)
         rollouts = []
@@ -225,6 +235,7 @@ class GRPOLearner:
             "do_sample": True, "temperature": self.temperature, "top_p": 1.0, "top_k": 0,
             "max_new_tokens": self.settings.max_new_tokens, "use_cache": True,
             "pad_token_id": self._pad_id, "eos_token_id": self._eos_id,
+            "stopping_criteria": StoppingCriteriaList([_StopWhen(self._stop_requested)]),
         }
         if self._static_cache:
             try:
@@ -320,6 +331,10 @@ class GRPOLearner:
             return 0.0, tokens  # nothing to learn from: no step, so Adam's momentum stays put
         total = torch.zeros((), device=self.device)
         for i in range(0, len(seqs), MICRO_BATCH):
+            if self._stop_requested():
+                # No optimizer step yet: dropping the gradients undoes the step whole.
+                self.optimizer.zero_grad(set_to_none=True)
+                raise StepInterrupted("training step")
             loss = self._chunk_loss(seqs[i:i + MICRO_BATCH], max(tokens, 1))
             loss.backward()  # type: ignore[no-untyped-call]
             total += loss.detach()
@@ -486,6 +501,17 @@ class GRPOLearner:
             log.info("hf_pushed", repo=s.hf_push_repo, round=round)
 
     _push_wait: float = 10.0
+
+
+class _StopWhen(StoppingCriteria):
+    """Ends `generate` at the next token once `pred()` says so (a stop request)."""
+
+    def __init__(self, pred: Callable[[], bool]) -> None:
+        self._pred = pred
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.BoolTensor:
+        done = torch.full((input_ids.shape[0],), self._pred(), dtype=torch.bool, device=input_ids.device)
+        return cast("torch.BoolTensor", done)
 
 
 def _push_to_hub(model: Any, tokenizer: Any, repo: str, token: str, message: str) -> None:

@@ -130,6 +130,7 @@ peers_grace = 120
 reconnect_attempts = 3
 reconnect_timeout = 120
 ready_on = "progress"
+ready_timeout = 3600
 reconnect = "signal"
 [chain]
 rpc_url = ""
@@ -205,6 +206,7 @@ peers_grace = 121
 reconnect_attempts = 4
 reconnect_timeout = 121
 ready_on = "start"
+ready_timeout = 1800
 reconnect = "restart"
 [chain]
 rpc_url = "http://127.0.0.1:{http_port}/rpc"
