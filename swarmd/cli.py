@@ -14,29 +14,62 @@ import json
 import os
 import signal
 import sys
-import time
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from swarmd import __version__
 from swarmd.errors import SwarmdError
+
+if TYPE_CHECKING:
+    from swarmd.config import Config
+    from swarmd.identity import Holder
 
 DEFAULT_CONFIG = "monitor.toml"
 _CORPUS_HEADERS = ("# source:", "# class:", "# expect:")
 
 
+# What a shell reports for a command that SIGPIPE ended: `swarmd status | head` then
+# reads like any other Unix tool's.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
     try:
-        result: int = args.func(args)
-    except SwarmdError as err:
-        print(f"swarmd: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        return 130
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit:  # --help, --version and usage errors end here
+            sys.stdout.flush()
+            raise
+        try:
+            result: int = args.func(args)
+        except SwarmdError as err:
+            print(f"swarmd: {err}", file=sys.stderr)
+            return err.exit_code
+        except KeyboardInterrupt:
+            return 130
+        # Flush here, not at interpreter exit: a reader that went away must be seen
+        # while we can still handle it.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _reader_went_away()
     return result
+
+
+def _reader_went_away() -> int:
+    """The reader of stdout closed its end (`| head`): stop printing, quietly.
+
+    Python ignores SIGPIPE, so the write raised instead; what is still buffered would
+    raise again when the interpreter flushes stdout at exit, so stdout is pointed at
+    /dev/null first (the recipe in Python's `signal` documentation).
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -55,15 +88,19 @@ def _parser() -> argparse.ArgumentParser:
     for name, func, help_ in (
         ("status", _status, "show the running daemon's state"),
         ("restart", _control, "restart the trainer now (no back-off)"),
-        ("reload", _control, "re-read monitor.toml and restart the trainer"),
+        ("reload", _control, "re-read monitor.toml and restart the trainer (--dry-run: show what would change)"),
         ("stop", _control, "stop the trainer and the daemon"),
     ):
         sp = cmd(name, func, help_)
         sp.add_argument("--config", "-c", default=DEFAULT_CONFIG)
         if name == "status":
             sp.add_argument("--json", action="store_true", help="print the raw status as JSON")
+        if name == "reload":
+            sp.add_argument("--dry-run", action="store_true", help="print what a reload would change; change nothing")
     chk = cmd("check-config", _check_config, "validate a monitor.toml; exit 2 with file:line on error")
     chk.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    chk.add_argument("--diff", action="store_true", help="also print what a reload would change in the running daemon")
+    chk.add_argument("--socket", type=Path, help="the running daemon's control socket, if the file moves it")
     tail = cmd("tail", _tail, "follow monitor.log with human formatting")
     tail.add_argument("--config", "-c", default=DEFAULT_CONFIG)
     tail.add_argument("-n", type=int, default=20, help="lines of history to show first")
@@ -71,7 +108,9 @@ def _parser() -> argparse.ArgumentParser:
     cls = cmd("classify", _classify, "print FILE<TAB>VERDICT: what swarmd would do after reading each log")
     cls.add_argument("files", nargs="+", type=Path)
     cls.add_argument("--config", "-c", default=None, help="use the [[rules]] of this monitor.toml too")
-    cls.add_argument("-v", "--verbose", action="store_true", help="also print the lines that drove each verdict")
+    cls.add_argument("-v", "--verbose", action="store_true",
+                     help="also print the rule, the fix and the block (traceback or lines) that decided")
+    cls.add_argument("--json", action="store_true", help="one JSON object per file (verdict, rule, kind, fix, block)")
     return p
 
 
@@ -80,11 +119,11 @@ def _run(args: argparse.Namespace) -> int:
     from swarmd.clock import SystemClock
     from swarmd.config import load
     from swarmd.endpoints import ControlEndpoint, WebEndpoint
-    from swarmd.logs import configure, get_logger
+    from swarmd.log_files import MonitorLog
+    from swarmd.logs import get_logger
     from swarmd.metrics import Metrics
     from swarmd.notify import Notifier
     from swarmd.process import PosixSpawner
-    from swarmd.rotating import RotatingLog
     from swarmd.signal_bridge import install
     from swarmd.supervisor import Supervisor
 
@@ -92,13 +131,17 @@ def _run(args: argparse.Namespace) -> int:
     config = load(path)
     config.state_dir.mkdir(parents=True, exist_ok=True)
     config.logs.dir.mkdir(parents=True, exist_ok=True)
-    with _single_instance(config.state_dir / "swarmd.lock"):
-        monitor = RotatingLog(config.logs.monitor_log, config.logs.max_bytes, config.logs.keep, config.logs.compress)
-        console = None if (args.no_console or not config.logs.console) else sys.stderr
-        configure(monitor, console)
-        log = get_logger()
-        notifier = Notifier.from_env(os.environ)
+    with _single_instance(config.state_dir / "swarmd.lock"), _host_locks(config) as shared_logs:
         metrics = Metrics()
+        monitor = MonitorLog(config.logs, console_allowed=not args.no_console, watch=metrics.watch_log)
+        log = get_logger()
+        for followed, other in shared_logs:
+            log.warning(
+                "followed_log_shared", path=str(followed), other_swarmd=other.pid, other_config=other.config,
+                swarmd=os.getpid(), config=config.source,
+                fix="two daemons act on one log's lines: point each config at its own node's logs",
+            )
+        notifier = Notifier.from_env(os.environ)
         sup = Supervisor(
             config,
             clock=SystemClock(),
@@ -108,7 +151,8 @@ def _run(args: argparse.Namespace) -> int:
             metrics=metrics,
             config_path=path,
         )
-        sup.attach(ControlEndpoint(config, sup.snapshot, sup.post))
+        sup.attach(monitor)
+        sup.attach(ControlEndpoint(config, sup.snapshot, sup.post, sup.running_config))
         sup.attach(WebEndpoint(config, sup.snapshot, metrics, log))
         restore = install(sup.post)
         try:
@@ -141,6 +185,32 @@ def _single_instance(lock_path: Path) -> Iterator[None]:
         fh.close()
 
 
+@contextlib.contextmanager
+def _host_locks(config: Config) -> Iterator[list[tuple[Path, Holder]]]:
+    """One identity, one node, host-wide: hold the identity's lock for our life
+    (another daemon on it: one line naming it, exit 3); record the followed logs and
+    yield the ones another daemon already follows."""
+    from swarmd.identity import HostLocks, default_lock_dir, resolve_identity
+
+    trainer = config.trainer
+    identity = resolve_identity(config.identity.path, dict(trainer.env), os.environ, trainer.command, trainer.cwd)
+    lock_dir = config.identity.lock_dir or default_lock_dir()
+    locks = HostLocks(lock_dir, pid=os.getpid(), config=config.source)
+    try:
+        try:
+            if identity is not None:
+                locks.claim_identity(identity)
+            shared = [(path, other) for path in config.logs.follow if (other := locks.claim_follow(path)) is not None]
+        except OSError as err:
+            raise SwarmdError(
+                f"{config.source}: cannot use the identity lock directory {lock_dir} ({err.strerror or err}); "
+                "fix: set [identity] lock_dir to a directory this user can write"
+            ) from None
+        yield shared
+    finally:
+        locks.release()
+
+
 # -- talking to a running daemon ------------------------------------------------------------------
 def _socket_for(config_arg: str) -> Path:
     from swarmd.config import load
@@ -151,6 +221,8 @@ def _socket_for(config_arg: str) -> Path:
 def _control(args: argparse.Namespace) -> int:
     from swarmd.control import request
 
+    if getattr(args, "dry_run", False):
+        return _print_diff(Path(args.config).resolve(), None)
     reply = request(_socket_for(args.config), args.verb)
     if not reply.get("ok"):
         print(f"swarmd: {reply.get('error', 'request refused')}", file=sys.stderr)
@@ -175,6 +247,8 @@ _STATE_COLORS = {"running": "32", "degraded": "33", "reconnecting": "33", "backo
 
 
 def render_status(s: dict[str, Any], color: bool = False) -> str:
+    from swarmd.status_lines import chain_line, p2pd_line
+
     """The `swarmd status` table; pure so it is tested without a daemon."""
 
     def paint(text: str, code: str) -> str:
@@ -205,6 +279,9 @@ def render_status(s: dict[str, Any], color: bool = False) -> str:
         ("round / stage", f"{s.get('round', '-')} / {s.get('stage', '-')}"),
         ("peers", str(s.get("peers") if s.get("peers") is not None else "-")),
         ("peer", f"{s.get('animal') or '-'} {s.get('peer_id') or ''}".strip()),
+        ("p2pd", p2pd_line(s.get("dht") or {})),
+        ("chain", chain_line(s.get("chain") or {})),
+        ("chain queue", "-" if s.get("chain_queue") is None else f"{s['chain_queue']} submissions waiting"),
         ("last progress", f"{dur(s.get('last_progress_age_s'))} ago" if s.get("last_progress_age_s") is not None else "-"),
         ("reward trend", trend),
         ("config", str(s.get("config_path", "-"))),
@@ -219,6 +296,22 @@ def _check_config(args: argparse.Namespace) -> int:
 
     cfg = load(Path(args.file).resolve())
     print(f"{args.file}: ok (trainer: {' '.join(cfg.trainer.command)})")
+    return _print_diff(Path(args.file).resolve(), args.socket) if args.diff else 0
+
+
+def _print_diff(path: Path, socket: Path | None) -> int:
+    """What a reload with `path` would change against the daemon's running config."""
+    from swarmd.config import load
+    from swarmd.config_diff import flatten, render_diff
+    from swarmd.control import request
+
+    new = load(path)
+    reply = request(socket or new.control_socket, "config")
+    running = reply.get("config")
+    if not reply.get("ok") or not isinstance(running, dict):
+        raise SwarmdError(f"{socket or new.control_socket}: the daemon did not send its config; fix: update swarmd and restart it")
+    lines = render_diff(running, flatten(new))
+    print("\n".join(lines) if lines else "a reload would change nothing")
     return 0
 
 
@@ -233,8 +326,14 @@ def read_log_lines(path: Path) -> list[str]:
     return [ln for ln in text.split("\n") if not ln.startswith(_CORPUS_HEADERS)]
 
 
+# A file where no rule matched: nothing to act on, the node writes output.
+_NO_SIGNAL_VERDICT = "healthy_progress"
+_BLOCK_HEAD, _BLOCK_TAIL = 8, 24  # lines of a long deciding traceback shown by -v
+
+
 def _classify(args: argparse.Namespace) -> int:
-    from swarmd.classify import Classifier, build_rules, file_verdict
+    from swarmd.analyze import judge_lines
+    from swarmd.classify import Classifier, build_rules
 
     specs: tuple[Any, ...] = ()
     if args.config:
@@ -243,53 +342,73 @@ def _classify(args: argparse.Namespace) -> int:
         specs = load(Path(args.config).resolve()).rules
     classifier = Classifier(build_rules(specs))
     for path in args.files:
-        verdict, signals = file_verdict(read_log_lines(path), classifier)
-        print(f"{path}\t{verdict.value if verdict else 'healthy_idle'}")
+        judged = judge_lines(read_log_lines(path), classifier)
+        verdict = judged.verdict.value if judged.verdict else _NO_SIGNAL_VERDICT
+        top = judged.deciding[0] if judged.deciding else None
+        if args.json:
+            print(json.dumps({
+                "file": str(path),
+                "verdict": verdict,
+                "rule": top.rule if top else None,
+                "kind": top.kind if top else None,
+                "fix": (top.fix or None) if top else None,
+                "block": list(top.block or (top.line,)) if top else [],
+                "deciding": [{"rule": s.rule, "kind": s.kind, "line": s.line} for s in judged.deciding],
+            }, ensure_ascii=False))
+            continue
+        print(f"{path}\t{verdict}")
         if args.verbose:
-            if not signals:
-                print("\t(no rule matched: nothing to act on)")
-            for sig in signals:
-                print(f"\t{sig.kind}: {sig.line.strip()[:300]}")
+            _print_decision(judged.deciding)
     return 0
 
 
+def _print_decision(deciding: Sequence[Any]) -> None:
+    if not deciding:
+        print("\t(no rule matched: nothing to act on)")
+        return
+    top = deciding[0]
+    print(f"\trule: {top.rule} (kind {top.kind})")
+    if top.fix:
+        print(f"\tfix: {top.fix}")
+    block = list(top.block) or [top.line]
+    if len(block) > _BLOCK_HEAD + _BLOCK_TAIL:
+        skipped = len(block) - _BLOCK_HEAD - _BLOCK_TAIL
+        block = [*block[:_BLOCK_HEAD], f"... ({skipped} lines) ...", *block[-_BLOCK_TAIL:]]
+    for line in block:
+        print(f"\t| {line.rstrip()[:300]}")
+    for sig in deciding[1:4]:
+        print(f"\talso: {sig.rule}: {sig.line.strip()[:200]}")
+
+
 def _tail(args: argparse.Namespace) -> int:
+    from swarmd.clock import SystemClock
     from swarmd.config import load
+    from swarmd.follow import FileFollower
+    from swarmd.logs import configure
 
     path = load(Path(args.config).resolve()).logs.monitor_log
     color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
     try:
-        with path.open("rb") as fh:
-            lines = fh.readlines()[-args.n :] if args.n > 0 else []
-            for raw in lines:
-                print(format_event(raw.decode("utf-8", "replace"), color), flush=True)
-            if args.no_follow:
-                return 0
-            _follow(fh, path, color, sys.stdout)
+        history = path.read_bytes()
     except FileNotFoundError:
         raise SwarmdError(f"{path}: no monitor log yet; fix: start swarmd with `swarmd run`") from None
+    # Only complete lines: a half-written last line is printed whole by the follower.
+    done = history.rfind(b"\n") + 1
+    lines = history[:done].splitlines()[-args.n :] if args.n > 0 else []
+    for raw in lines:
+        print(format_event(raw.decode("utf-8", "replace"), color), flush=True)
+    if args.no_follow:
+        return 0
+    # The same follower the daemon uses: it survives rotation, truncation and deletion.
+    # Its own notes (rotated, reopened) are the daemon's business, not this output's.
+    configure(None, None)
+    follower = FileFollower([path], lambda _p, line, _t: print(format_event(line, color), flush=True), clock=SystemClock())
+    follower.start({path: done})
+    try:
+        threading.Event().wait()
+    finally:
+        follower.stop()
     return 0
-
-
-def _follow(fh: Any, path: Path, color: bool, out: TextIO) -> None:
-    """Follow by polling, reopening when the file is rotated (new inode) or truncated."""
-    ino = os.fstat(fh.fileno()).st_ino
-    buf = b""
-    while True:
-        chunk = fh.read(65536)
-        if chunk:
-            buf += chunk
-            *complete, buf = buf.split(b"\n")
-            for raw in complete:
-                print(format_event(raw.decode("utf-8", "replace"), color), file=out, flush=True)
-            continue
-        time.sleep(0.2)
-        with contextlib.suppress(FileNotFoundError):
-            st = path.stat()
-            if st.st_ino != ino or st.st_size < fh.tell():
-                fh.close()
-                fh = path.open("rb")
-                ino = os.fstat(fh.fileno()).st_ino
 
 
 _LEVEL_COLORS = {"debug": "2", "info": "32", "warning": "33", "error": "31", "critical": "1;31"}

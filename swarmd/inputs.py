@@ -9,10 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from swarmd.analyze import LogAnalyzer
 from swarmd.classify import Classifier
 from swarmd.clock import Clock
 from swarmd.config import Config, ProbesConfig
-from swarmd.domain import Verdict
+from swarmd.domain import Signal, Verdict
 from swarmd.events import LineSeen, ProbeDone
 from swarmd.follow import FileFollower
 from swarmd.parts import Kept
@@ -36,8 +37,10 @@ class Followers:
         post: Callable[[Any], None],
         count_line: Callable[[int], None],
         clock: Clock,
+        watch: Callable[[str, FileFollower], None] = lambda name, reader: None,
     ) -> None:
         self.paths = paths
+        self._watch = watch  # the metrics export the follower's callback errors
         self._classifier = classifier
         self._gen = gen
         self._post = post
@@ -45,14 +48,24 @@ class Followers:
         self._clock = clock
         self._follower: FileFollower | None = None
         self._gates: dict[Path, LineGate] = {}
+        self._started = False
 
     def start(self) -> None:
+        self._started = True
         if not self.paths or self._follower is not None:
             return
         self._follower = FileFollower(list(self.paths), self._on_line, clock=self._clock)
+        self._watch("follow", self._follower)
         self._follower.start()
 
     def reconfigure(self, config: Config) -> list[Kept]:
+        """A new file is followed from now, a dropped one is read to its end and let
+        go; files in both lists keep their place (no line replayed or skipped)."""
+        self.paths = config.logs.follow
+        if self._follower is not None:
+            self._follower.set_paths(list(self.paths))
+        elif self._started:
+            self.start()
         return []
 
     def stop(self) -> None:
@@ -78,32 +91,55 @@ class ProbeLoop:
         self.settings = settings
         self._post = post
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._started = False
 
-    def start(self) -> None:
+    def start(self, *, at_once: bool = False) -> None:
+        """`at_once`: probe now instead of after the first interval (the first start
+        has its answer already: `Machine.begin` probes before starting the trainer)."""
+        self._started = True
         s = self.settings
-        if self._thread is not None or not (s.urls or s.tcp or s.dns):
+        if not (s.urls or s.tcp or s.dns):
             return
-        self._thread = threading.Thread(target=self._loop, name="probes", daemon=True)
-        self._thread.start()
+        self._stop = threading.Event()  # each thread has its own: a reload ends the old one
+        threading.Thread(target=self._loop, args=(s, self._stop, at_once), name="probes", daemon=True).start()
 
     def reconfigure(self, config: Config) -> list[Kept]:
+        """New targets, interval and timeout: the old thread ends (it may finish the
+        check it is in), a new one probes with the new settings at once."""
+        new = config.probes
+        if new == self.settings or not self._started:
+            self.settings = new
+            return []
+        self._stop.set()
+        self.settings = new
+        if not (new.urls or new.tcp or new.dns):
+            self._post(ProbeDone(probe_network(new)))  # "none configured": a failing old probe no longer holds
+        self.start(at_once=True)
         return []
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.settings.interval):
-            self._post(ProbeDone(probe_network(self.settings)))
+    def _loop(self, settings: ProbesConfig, stop: threading.Event, at_once: bool) -> None:
+        if not at_once and stop.wait(settings.interval):
+            return
+        while True:
+            result = probe_network(settings)
+            if stop.is_set():
+                return  # a reload replaced these settings while the check ran
+            self._post(ProbeDone(result))
+            if stop.wait(settings.interval):
+                return
 
 
 class LineGate:
     """Runs in a reader thread: classify a line and post only what matters.
 
-    Bare tqdm frames (progress without a round number) are coalesced to a few per
-    second, so a trainer printing 100k frames/s cannot flood the loop. The classifier
-    and the generation are read per line, so a reload's new rules apply at once.
+    Lines go through a `LogAnalyzer`, so a traceback is judged as a whole block and a
+    login loop as a loop. Bare tqdm frames (progress without a round number) are
+    coalesced to a few per second, so a trainer printing 100k frames/s cannot flood the
+    loop. The classifier and the generation are read per line, so a reload's new rules
+    apply at once (with a fresh analyzer).
     """
 
     def __init__(
@@ -118,13 +154,33 @@ class LineGate:
         self._gen = gen
         self._source = source
         self._last_frame = 0.0
+        self._last_noise = 0.0
+        # Fed by the reader thread only; the loop reads `last_crash` (a read-only peek).
+        self._analyzer: LogAnalyzer | None = None
+        self._analyzer_rules: Classifier | None = None
 
     def __call__(self, line: str, t: float) -> None:
-        sig = self._classifier().classify(line)
-        if sig is None:
-            return
-        if sig.verdict is Verdict.HEALTHY_PROGRESS and sig.round is None:
-            if t - self._last_frame < _FRAME_COALESCE:
-                return
-            self._last_frame = t
-        self._post(LineSeen(self._gen(), sig, t, self._source))
+        clf = self._classifier()
+        an = self._analyzer
+        if an is None or self._analyzer_rules is not clf:
+            an = self._analyzer = LogAnalyzer(clf)
+            self._analyzer_rules = clf
+        signals = an.feed(line, t)
+        for sig in signals:
+            if sig.verdict is Verdict.HEALTHY_PROGRESS and sig.round is None and not sig.block:
+                if t - self._last_frame < _FRAME_COALESCE:
+                    continue
+                self._last_frame = t
+            elif sig.verdict is Verdict.TRANSIENT_IGNORE:
+                # Noise decides nothing (the status page shows the latest): a library
+                # logging caught tracebacks by the hundred must not flood the loop.
+                if t - self._last_noise < _FRAME_COALESCE:
+                    continue
+                self._last_noise = t
+            self._post(LineSeen(self._gen(), sig, t, self._source))
+
+    def last_crash(self) -> Signal | None:
+        """The last uncaught traceback's signal, the block still open included (its
+        writer exited): the exit context's evidence."""
+        an = self._analyzer
+        return an.crash_now() if an is not None else None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import signal
 import subprocess
@@ -20,19 +19,21 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, Protocol
-from urllib.parse import unquote
+from typing import Protocol
 
 import psutil
 import structlog
 
+from swarmd import p2pd
 from swarmd.errors import NoPermission, NotExecutable, NotFound
+from swarmd.p2pd import end_processes
 
 # psutil derives create_time from boot ticks + /proc/stat btime; btime is recomputed
 # from the wall clock and can wobble by a second, so equality needs a tolerance. Two
 # processes with the same pid created within this window would need a full pid wrap.
 _CREATE_TIME_TOLERANCE = 1.0
 _POLL = 0.05
+_SCAN_EVERY = 1.0  # the most often a stop may look through every process of the host
 _KILL_WAIT = 5.0  # after SIGKILL the kernel needs only to schedule the exit
 _STDIN_INLINE_MAX = 4096  # one page always fits an empty pipe: write without a thread
 
@@ -94,6 +95,8 @@ class PosixChild:
         self.pgid = popen.pid
         self.create_time = create_time
         self.stdout_fd = popen.stdout.fileno()
+        self._members: set[int] = set()  # the group as last seen: where the next look starts
+        self._last_scan = float("-inf")
 
     def poll(self) -> int | None:
         return self._popen.poll()
@@ -115,7 +118,26 @@ class PosixChild:
             os.killpg(self.pgid, sig)
 
     def group_alive(self) -> bool:
-        return bool(_group_members(self.pgid))
+        """Whether a process of the group still runs (zombies do not count).
+
+        Judged on the group's own tree: the members seen last time, the trainer's
+        descendants and theirs, so a stop polling this every 50 ms costs what the tree
+        costs, not what the host does. Only when the kernel still reports a member
+        that the tree does not show (a process orphaned before we ever saw it) is the
+        host scanned, at most once a second."""
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            self._members.clear()
+            return False
+        except PermissionError:
+            pass
+        self._members = _members_among(self.pgid, _tree_pids({self.pid, *self._members}))
+        now = time.monotonic()
+        if not self._members and now - self._last_scan >= _SCAN_EVERY:
+            self._last_scan = now
+            self._members = _members_among(self.pgid, psutil.pids())
+        return bool(self._members)
 
     def close(self) -> None:
         if self._popen.stdout is not None:
@@ -229,7 +251,7 @@ def snapshot_tree(pid: int, create_time: float | None = None) -> list[ProcRef]:
     return [ref for ref in map(_ref, procs) if ref is not None]
 
 
-def _live(ref: ProcRef) -> psutil.Process | None:
+def live_process(ref: ProcRef) -> psutil.Process | None:
     """The process `ref` names if it still runs (not a zombie) with the same identity."""
     try:
         proc = psutil.Process(ref.pid)
@@ -243,23 +265,29 @@ def _live(ref: ProcRef) -> psutil.Process | None:
 
 def is_alive(ref: ProcRef) -> bool:
     """True while the exact recorded process runs (pid reuse and zombies are False)."""
-    return _live(ref) is not None
+    return live_process(ref) is not None
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Non-zombie pids in process group `pgid`. killpg(0) alone also counts zombies,
-    which linger until their parent (maybe us) reaps them."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return []
-    except PermissionError:
-        pass
-    members = []
-    for pid in psutil.pids():
+def _tree_pids(roots: Iterable[int]) -> set[int]:
+    """`roots` and all their descendants that exist now."""
+    pids: set[int] = set()
+    for pid in roots:
+        try:
+            proc = psutil.Process(pid)
+            pids.add(pid)
+            pids.update(c.pid for c in proc.children(recursive=True))
+        except psutil.Error:
+            continue
+    return pids
+
+
+def _members_among(pgid: int, pids: Iterable[int]) -> set[int]:
+    """Those of `pids` that are live (not zombie) members of group `pgid`."""
+    members = set()
+    for pid in pids:
         try:
             if os.getpgid(pid) == pgid and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                members.append(pid)
+                members.add(pid)
         except (OSError, psutil.Error):
             continue
     return members
@@ -313,28 +341,6 @@ def _not_us(ref: ProcRef) -> bool:
     return ref.pid not in ours
 
 
-def _wait_gone(procs: dict[ProcRef, psutil.Process], timeout: float) -> dict[ProcRef, psutil.Process]:
-    deadline = time.monotonic() + timeout
-    alive = dict(procs)
-    while alive:
-        for ref in list(alive):
-            with contextlib.suppress(psutil.Error):
-                # Reap it if it is our own child; harmless otherwise.
-                alive[ref].wait(timeout=0)
-            if not is_alive(ref):
-                del alive[ref]
-        if not alive or time.monotonic() >= deadline:
-            break
-        time.sleep(_POLL)
-    return alive
-
-
-def _signal_all(procs: Iterable[psutil.Process], sig: int) -> None:
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.send_signal(sig)
-
-
 def sweep_orphans(
     refs: Iterable[ProcRef], term_timeout: float, *, log: Logger | None = None
 ) -> list[ProcRef]:
@@ -346,181 +352,34 @@ def sweep_orphans(
     """
     targets: dict[ProcRef, psutil.Process] = {}
     for ref in refs:
-        proc = _live(ref)
+        proc = live_process(ref)
         if proc is not None and _not_us(ref):
             targets[ref] = proc
     if not targets:
         return []
-    _signal_all(targets.values(), signal.SIGTERM)
-    alive = _wait_gone(targets, term_timeout)
-    if alive:
-        _signal_all(alive.values(), signal.SIGKILL)
-        alive = _wait_gone(alive, _KILL_WAIT)
-    ended = [ref for ref in targets if ref not in alive]
+    stuck = {p.pid for p in end_processes(list(targets.values()), term_timeout, _KILL_WAIT)}
+    ended = [ref for ref in targets if ref.pid not in stuck]
+    alive = [ref for ref in targets if ref.pid in stuck]
     if log is not None:
         log.info("orphans_swept", ended=[(r.pid, r.name) for r in ended], stuck=[r.pid for r in alive])
     return ended
 
 
 def is_p2pd(ref: ProcRef) -> bool:
-    """hivemind runs `.../hivemind_cli/p2pd -listen=/unix/tmp/hivemind-p2pd-<uid>.sock ...`."""
-    argv0 = Path(ref.cmdline[0]).name if ref.cmdline else ""
-    return ref.name.endswith("p2pd") or argv0.endswith("p2pd")
-
-
-def _unix_path(maddr: str) -> Path | None:
-    # A multiaddr's /unix component holds the rest of the address as the path.
-    if not maddr.startswith("/unix/"):
-        return None
-    rest = unquote(maddr[len("/unix") :])
-    return Path(rest if rest.startswith("/") else "/" + rest)
+    return p2pd.is_p2pd(ref.name, ref.cmdline)
 
 
 def p2pd_sockets(refs: Iterable[ProcRef]) -> list[Path]:
-    """Unix socket paths of recorded p2pd processes: the daemon's `-listen` socket and
-    hivemind's matching client socket (`hivemind-p2pclient-<uid>.sock`), both of which
-    outlive a killed daemon and are what hivemind removes on a clean shutdown."""
-    paths: list[Path] = []
-    for ref in filter(is_p2pd, refs):
-        for arg in ref.cmdline[1:]:
-            if not arg.startswith("-listen="):
-                continue
-            path = _unix_path(arg.removeprefix("-listen="))
-            if path is None:
-                continue
-            paths.append(path)
-            if path.name.startswith("hivemind-p2pd-"):
-                paths.append(path.with_name(path.name.replace("hivemind-p2pd-", "hivemind-p2pclient-", 1)))
-    return list(dict.fromkeys(paths))
+    """Unix socket paths the recorded p2pd processes listened on (see `p2pd`)."""
+    return list(dict.fromkeys(path for ref in filter(is_p2pd, refs) for path in p2pd.listen_sockets(ref.cmdline)))
 
 
-def _bound_unix_paths() -> set[str]:
-    # /proc/net/unix lists every bound socket of this network namespace, whoever owns
-    # it, so an in-use path shows up even when its owner is another user's process.
-    paths: set[str] = set()
-    for conn in psutil.net_connections(kind="unix"):
-        laddr: object = conn.laddr  # a str for AF_UNIX, whatever the stubs say
-        if isinstance(laddr, str) and laddr:
-            paths.add(laddr)
-    return paths
-
-
-def remove_stale_sockets(paths: Iterable[Path]) -> list[Path]:
-    """Remove socket files that no live socket is bound to; return those removed.
-    Regular files and sockets still in use are left alone."""
-    in_use = _bound_unix_paths()
-    removed = []
-    for path in paths:
-        try:
-            if not path.is_socket() or str(path) in in_use:
-                continue
-            path.unlink()
-        except OSError:
-            continue
-        removed.append(path)
-    return removed
-
-
-def _listening(ports: set[int]) -> set[int]:
-    return {
-        c.laddr.port
-        for c in psutil.net_connections(kind="tcp")
-        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port in ports
-    }
-
-
-def listening_ports(refs: Iterable[ProcRef]) -> set[int]:
-    """TCP ports the recorded processes (still the same processes) listen on now."""
-    ports: set[int] = set()
-    for ref in refs:
-        proc = _live(ref)
-        if proc is None:
-            continue
-        with contextlib.suppress(psutil.Error):
-            ports.update(
-                c.laddr.port for c in proc.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr
-            )
-    return ports
-
-
-def ports_free(ports: Iterable[int], timeout: float) -> bool:
-    """Wait (at most `timeout`) until nothing LISTENs on these TCP ports, so a restart
-    with fixed host ports does not fail with EADDRINUSE."""
-    wanted = set(ports)
-    deadline = time.monotonic() + timeout
-    while _listening(wanted):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(_POLL * 2)
-    return True
-
-
-class PidRecord(NamedTuple):
-    pid: int
-    create_time: float
-
-
-@dataclass
-class PidFile:
-    """`state_dir/trainer.pid`: lets a restarted swarmd find a trainer its previous
-    run left behind (crash, SIGKILL, OOM of the supervisor itself)."""
-
-    path: Path
-
-    def write(
-        self, child_pid: int, child_create_time: float, supervisor_pid: int, tree: Iterable[ProcRef] = ()
-    ) -> None:
-        """`tree`: every process of the trainer's tree seen so far, so a restarted swarmd
-        can end the p2pd a dead trainer left behind even when the trainer itself is gone
-        (it usually dies of EPIPE at its next print once our end of the pipe is closed)."""
-        data = {
-            "pid": child_pid,
-            "create_time": child_create_time,
-            "supervisor_pid": supervisor_pid,
-            "tree": [[r.pid, r.create_time, r.name, list(r.cmdline)] for r in tree],
-        }
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        tmp.replace(self.path)
-
-    def read(self) -> PidRecord | None:
-        try:
-            data = json.loads(self.path.read_bytes())
-            pid, create_time = data["pid"], data["create_time"]
-        except (OSError, ValueError, TypeError, KeyError):
-            return None
-        if not isinstance(pid, int) or isinstance(pid, bool) or not isinstance(create_time, int | float):
-            return None
-        return PidRecord(pid, float(create_time))
-
-    def read_tree(self) -> list[ProcRef]:
-        """The recorded tree; entries that do not parse are skipped, never raised."""
-        try:
-            raw = json.loads(self.path.read_bytes()).get("tree", [])
-        except (OSError, ValueError, AttributeError):
-            return []
-        return [
-            ProcRef(item[0], float(item[1]), item[2], tuple(str(a) for a in item[3]))
-            for item in (raw if isinstance(raw, list) else [])
-            if isinstance(item, list)
-            and len(item) == 4
-            and isinstance(item[0], int)
-            and isinstance(item[1], int | float)
-            and isinstance(item[2], str)
-            and isinstance(item[3], list)
-        ]
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def find_leftover(record: PidRecord | tuple[int, float] | None) -> ProcRef | None:
+def find_leftover(record: tuple[int, float] | None) -> ProcRef | None:
     """The recorded trainer if it still runs as the same process (pid reuse safe)."""
     if record is None:
         return None
     recorded = ProcRef(record[0], record[1], "", ())
-    proc = _live(recorded)
+    proc = live_process(recorded)
     if proc is None or not _not_us(recorded):
         return None
     return _ref(proc)

@@ -20,19 +20,22 @@ from typing import Any
 from swarmd import __version__
 from swarmd.clock import Clock
 from swarmd.config import Config, load
+from swarmd.config_diff import NOT_LIVE, changed_keys, flatten
 from swarmd.control import ControlRequest
 from swarmd.domain import Action, Decision, State
 from swarmd.errors import ConfigError
-from swarmd.events import ChildDown, ChildExited, LineSeen, ProbeDone
+from swarmd.events import ChildDown, ChildExited, KernelOom, LineSeen, ProbeDone
 from swarmd.health import HeartbeatHealth
 from swarmd.inputs import Followers, ProbeLoop
+from swarmd.kernel_log import KernelWatch
+from swarmd.log_files import TrainerLog
 from swarmd.machine import Machine
 from swarmd.metrics import Metrics
 from swarmd.notify import Notifier
-from swarmd.parts import Part, Parts
-from swarmd.process import PidFile, Spawner
+from swarmd.parts import Kept, Part, Parts
+from swarmd.pidfile import PidFile
+from swarmd.process import Spawner
 from swarmd.readiness import Readiness
-from swarmd.rotating import RotatingLog
 from swarmd.signal_bridge import OsSignal
 from swarmd.status_board import StatusBoard
 from swarmd.trainer_run import Launcher, Run
@@ -63,19 +66,15 @@ class Supervisor:
         self._next_tick = 0.0
         self._woken_for: float | None = None  # the start time the loop last woke for
         self.board = StatusBoard(clock.monotonic())
-        self._trainer_log = RotatingLog(
-            config.logs.trainer_log,
-            config.logs.max_bytes,
-            config.logs.keep,
-            config.logs.compress,
-            on_error=self._log_write_failed,
-        )
+        self._trainer_log = TrainerLog(config.logs, self._log_write_failed, self.metrics.watch_log)
         launcher = Launcher(
             spawner, self._trainer_log, PidFile(config.state_dir / "trainer.pid"),
             clock=clock, post=self.events.put, log=log,
         )
         self._health = HeartbeatHealth(config.health.heartbeat_file)
-        self._readiness = Readiness(self.notifier, config.health.ready_on)
+        self._readiness = Readiness(
+            self.notifier, config.health.ready_on, config.health.ready_timeout, clock.monotonic()
+        )
         self.machine = Machine(
             config, clock=clock, log=log, notifier=self.notifier, metrics=self.metrics, launcher=launcher,
             board=self.board, health=self._health, readiness=self._readiness,
@@ -84,9 +83,13 @@ class Supervisor:
         self.parts = Parts(log)
         followers = Followers(
             config.logs.follow, classifier=lambda: self.machine.classifier, gen=lambda: launcher.gen,
-            post=self.events.put, count_line=self.metrics.lines, clock=clock,
+            post=self.events.put, count_line=self.metrics.lines, clock=clock, watch=self.metrics.watch_reader,
         )
-        for part in (followers, ProbeLoop(config.probes, self.events.put), self._health, self._readiness):
+        probes = ProbeLoop(config.probes, self.events.put)
+        # The kernel's OOM records: the only proof that a SIGKILL was an OOM kill.
+        kernel = KernelWatch(self.events.put, log)
+        self.machine.kernel_lookup = kernel.lookup
+        for part in (self._trainer_log, followers, probes, self._health, self._readiness, kernel):
             self.parts.add(part)
 
     # -- public -----------------------------------------------------------------------------
@@ -132,7 +135,7 @@ class Supervisor:
     def close(self) -> None:
         self.machine.launcher.close()
         self.parts.stop_all()
-        self._trainer_log.close()
+        self._trainer_log.stop()  # also when the loop never started the parts
 
     @property
     def config(self) -> Config:
@@ -208,6 +211,8 @@ class Supervisor:
             self._on_control(event.verb)
         elif isinstance(event, ProbeDone):
             m.on_probe(event.result)
+        elif isinstance(event, KernelOom):
+            m.on_kernel_oom(event)
 
     def _on_os_signal(self, signum: int) -> None:
         m = self.machine
@@ -248,10 +253,27 @@ class Supervisor:
                 )
                 self.notifier.ready(m.status_line())
                 return
-            m.apply_rules(new)
-            m.log_event("config_reloaded", config=new.source)
+            self._apply(new)
         m.force_restart(why, "reload and restart requested")
         self.notifier.ready(m.status_line())
+
+    def _apply(self, new: Config) -> None:
+        """Reload = rebuild: every part takes the new config, then rules and policy.
+        A key that could not change live is named with its reason, never kept silently."""
+        m = self.machine
+        changed = changed_keys(flatten(m.config), flatten(new))
+        kept = [Kept(key, why) for key, why in NOT_LIVE.items() if key in changed]
+        kept += self.parts.reconfigure_all(new)
+        m.apply_rules(new)
+        self.board.reload_kept = [{"key": k.key, "reason": k.reason} for k in kept]
+        m.log_event(
+            "config_reloaded", level="warning" if kept else "info", config=new.source, changed=changed,
+            kept=self.board.reload_kept,
+        )
+
+    def running_config(self) -> dict[str, Any]:
+        """The config in force, flat and without secrets (the control socket's `config`)."""
+        return flatten(self.machine.config)
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _log_write_failed(self, err: OSError) -> None:
@@ -276,6 +298,7 @@ class Supervisor:
             peers=beat.peers if beat else None,
             peer_id=beat.peer_id if beat else "",
             animal=beat.animal if beat else "",
+            chain_queue=beat.chain_queue if beat else None,
             next_start_in_s=None if m.restart_at is None else round(max(0.0, m.restart_at - now), 1),
             config_path=m.config.source,
             stall_threshold=m.policy.stall_threshold(),

@@ -31,6 +31,7 @@ from typing import cast
 import structlog
 
 from swarmd.metrics import Metrics
+from swarmd.status_lines import chain_line, p2pd_line
 
 # The JSON carries at most this many history entries; the page draws fewer. With 10k
 # restarts in the supervisor's history the response stays a few tens of KB.
@@ -109,6 +110,10 @@ def is_healthy(snap: Mapping[str, object]) -> bool:
     return _state_name(snap) == "running" and snap.get("progressing") is True
 
 
+def _mapping(x: object) -> Mapping[str, object]:
+    return x if isinstance(x, Mapping) else {}
+
+
 def _text(x: object) -> str:
     if x is None or x == "":
         return "—"
@@ -161,6 +166,8 @@ def page_fields(snap: Mapping[str, object]) -> dict[str, str]:
         "round_stage": f"{_text(snap.get('round'))} / {_text(snap.get('stage'))}",
         "progress_age": _duration(age) + " ago" if age is not None else "—",
         "peers": _text(snap.get("peers")),
+        "p2pd": p2pd_line(_mapping(snap.get("dht"))),
+        "chain": chain_line(_mapping(snap.get("chain"))),
         "reward": _text(reward),
         "reward_trend": "",
         "decision_action": _text(dec.get("action")),

@@ -37,6 +37,7 @@ from trainer.identity import Identity, IdentityError, load_or_create
 from trainer.node import Flags
 
 EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE: the chain RPC is down at start; swarmd restarts with back-off
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,9 +99,20 @@ def _run(cfg: config_mod.NodeConfig, ident: Identity, flags: Flags, config_path:
     from trainer.genrl_compat import GenrlExchange, GenrlRoundClock
     from trainer.node import LoopSettings, Node
 
+    chain = None
+    if cfg.chain_rpc_url:
+        from trainer.coordinator.settings import ChainSettingError
+
+        try:
+            chain = _open_chain(cfg, ident)
+        except ChainSettingError as exc:
+            print(f"trainer: {config_path}: {exc}", file=sys.stderr)
+            return EXIT_UNAVAILABLE if exc.transient else EXIT_CONFIG
     peers = list(cfg.initial_peers)
     if cfg.initial_peers_file is not None:
         peers += [p for p in read_peers_file(cfg.initial_peers_file, ident.peer_id) if p not in peers]
+    if chain is not None:
+        peers += [p for p in chain.bootnodes(exclude=ident.peer_id) if p not in peers]
     dht = SwarmDht(cfg.identity_path, host_maddrs=cfg.host_maddrs, announce_maddrs=cfg.announce_maddrs,
                    initial_peers=peers, startup_timeout=cfg.dht_startup_timeout,
                    attempts=cfg.dht_start_attempts)
@@ -121,7 +133,7 @@ def _run(cfg: config_mod.NodeConfig, ident: Identity, flags: Flags, config_path:
             helpers.start()
         if flags.stop:
             return 0
-        learner, tasks = _build_learner(cfg)
+        learner, tasks = _build_learner(cfg, flags)
         print(f"Using Model: {cfg.model}", flush=True)
         clock = SystemClock()
         exchange: RolloutExchange
@@ -131,11 +143,20 @@ def _run(cfg: config_mod.NodeConfig, ident: Identity, flags: Flags, config_path:
             exchange = GenrlExchange(dht, lambda: dht.peer_id, tasks, ttl=cfg.rollout_ttl,
                                      max_bytes=cfg.max_record_bytes, expected_peers=dht.visible_peers,
                                      seed=cfg.seed)
-            coordinator = GenrlRoundClock(dht, lambda: dht.peer_id)
         else:
             exchange = DhtExchange(dht, lambda: dht.peer_id, namespace=cfg.namespace, ttl=cfg.rollout_ttl,
                                    max_bytes=cfg.max_record_bytes, expected_peers=dht.visible_peers,
                                    seed=cfg.seed)
+        if chain is not None:
+            # With a chain, its round is also genrl's round key (rl-swarm sets genrl's
+            # counter from it), so the compat lane needs no clock of its own.
+            chain.publish_bootnodes(dht.visible_maddrs())
+            coordinator = chain.start()
+            print(f"Connected to the coordinator contract {chain.client.address} "
+                  f"(chain {cfg.chain_id}) as {chain.address}", flush=True)
+        elif cfg.compat == GENRL_03:
+            coordinator = GenrlRoundClock(dht, lambda: dht.peer_id)
+        else:
             coordinator = DhtCoordinator(dht, ident.peer_id, namespace=cfg.namespace,
                                          round_seconds=cfg.round_seconds, stages=cfg.stages, wall=clock.wall)
         settings = LoopSettings(
@@ -150,12 +171,26 @@ def _run(cfg: config_mod.NodeConfig, ident: Identity, flags: Flags, config_path:
                     on_round=helpers.check if helpers else (lambda: None))
         return node.run()
     finally:
+        if chain is not None:
+            chain.stop()
         if helpers is not None:
             helpers.stop()
         dht.shutdown()
 
 
-def _build_learner(cfg: config_mod.NodeConfig) -> tuple[Any, Any]:
+def _open_chain(cfg: config_mod.NodeConfig, ident: Identity) -> Any:
+    """Check the chain settings and link our peer id (before the DHT: bootnodes come from it)."""
+    from trainer.coordinator.connect import ChainLink
+    from trainer.coordinator.settings import ChainSettings
+
+    return ChainLink.open(ChainSettings(
+        rpc_url=cfg.chain_rpc_url, contract=cfg.chain_contract, chain_id=cfg.chain_id,
+        key_path=cfg.chain_key_path or cfg.state_dir / "chain.key", queue_dir=cfg.state_dir / "chain-queue", rpc_timeout=cfg.chain_rpc_timeout,
+        poll_seconds=cfg.chain_poll_seconds, queue_max=cfg.chain_queue_max,
+    ), ident.peer_id)
+
+
+def _build_learner(cfg: config_mod.NodeConfig, flags: Flags) -> tuple[Any, Any]:
     from trainer.data import TaskSource
     from trainer.train import GRPOLearner, TrainSettings
 
@@ -172,7 +207,7 @@ def _build_learner(cfg: config_mod.NodeConfig) -> tuple[Any, Any]:
         seed=cfg.seed, checkpoint_dir=cfg.checkpoint_dir, checkpoint_keep=cfg.checkpoint_keep,
         hf_token=cfg.hf_token, hf_push_repo=cfg.hf_push_repo, hf_push_every=cfg.hf_push_every,
     )
-    return GRPOLearner(settings, tasks), tasks
+    return GRPOLearner(settings, tasks, stop_requested=lambda: flags.stop), tasks
 
 
 class LocalSwarm:
@@ -194,7 +229,7 @@ class LocalSwarm:
             f'state_dir="{state}"', f'identity_path="{state / "swarm.pem"}"',
             f'checkpoint_dir="{state / "checkpoints"}"', f'heartbeat_path="{state / "trainer.json"}"',
             f"initial_peers={peers}", 'initial_peers_file=""', "local_swarm_peers=0",
-            f"seed={self.cfg.seed + k}",
+            f"seed={self.cfg.seed + k}", f'chain_key_path="{state / "chain.key"}"',
         ]
         argv = [sys.executable, "-m", "trainer", "--config", str(self.config_path)]
         for item in (*[o for o in self.overrides if not o.startswith("local_swarm_peers")], *extra):

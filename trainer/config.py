@@ -10,19 +10,23 @@ Hugging Face token is deliberately NOT a key: it is read from HF_TOKEN or
 HUGGINGFACE_ACCESS_TOKEN in the environment, so it never sits in a file that gets
 copied into bug reports (a `hf_token` key is rejected with that advice).
 
-Imports only the standard library and swarmd.errors: `python -m trainer --help` and a
+The TOML reading and the typed getters are swarmd's (`swarmd.toml_reader`): both config
+files answer a bad value with the same `file:line` error. Imports only the standard
+library, swarmd.errors and swarmd.toml_reader: `python -m trainer --help` and a
 config error come back in milliseconds, without torch.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from swarmd.errors import ConfigError
+from swarmd.toml_reader import Context, Table, decode_toml, read_config_text
 
 DEVICES = ("cpu", "cuda", "mps", "auto")
 DTYPES = ("fp32", "bf16", "fp16")
@@ -75,21 +79,25 @@ class NodeConfig:
     # "" (our own signed format) or "genrl-0.3": share rounds with unmodified gensyn-genrl
     # 0.3.0 nodes in their format (trainer.genrl_compat): unsigned, bare round keys.
     compat: str = ""
+    # chain (empty chain_rpc_url: the off-chain DHT clock)
+    chain_rpc_url: str = ""
+    chain_contract: str = ""
+    chain_id: int = 685685
+    chain_key_path: Path | None = None  # default <state_dir>/chain.key, created on first start
+    chain_rpc_timeout: float = 10.0
+    chain_poll_seconds: float = 1.0
+    chain_queue_max: int = 10_000
 
 
-_PATHS = {"identity_path", "state_dir", "checkpoint_dir", "heartbeat_path", "gsm8k_path", "initial_peers_file"}
+_PATHS = {"identity_path", "state_dir", "checkpoint_dir", "heartbeat_path", "gsm8k_path", "initial_peers_file",
+          "chain_key_path"}
 _LISTS = {"families", "host_maddrs", "announce_maddrs", "initial_peers"}
-_OPTIONAL = {"gsm8k_path", "initial_peers_file", "hf_push_repo"}
+_OPTIONAL = {"gsm8k_path", "initial_peers_file", "hf_push_repo", "chain_key_path"}
 _SECRET_KEYS = {"hf_token", "huggingface_access_token", "token"}
 
 
 def load(path: Path, overrides: tuple[str, ...] = (), env: dict[str, str] | None = None) -> NodeConfig:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), f"cannot read config ({exc.strerror})",
-                          fix="pass an existing file with --config") from None
-    return parse(text, str(path), path.resolve().parent, overrides, env)
+    return parse(read_config_text(path, "trainer.toml"), str(path), path.resolve().parent, overrides, env)
 
 
 def parse(
@@ -99,15 +107,13 @@ def parse(
     overrides: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
 ) -> NodeConfig:
-    try:
-        raw: dict[str, Any] = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, f"not valid TOML: {exc}", fix="check quoting and brackets") from None
+    ctx = Context(source, text)
+    raw = decode_toml(text, ctx)
     for item in overrides:
         key, value = _override(item, source)
         raw[key] = value
     env = dict(os.environ) if env is None else env
-    return _build(raw, source, base_dir, env)
+    return _build(Table(raw, "", ctx), source, base_dir, env)
 
 
 def _override(item: str, source: str) -> tuple[str, Any]:
@@ -121,51 +127,39 @@ def _override(item: str, source: str) -> tuple[str, Any]:
         return key, value  # a bare word: take it as a string
 
 
-def _build(raw: dict[str, Any], source: str, base_dir: Path, env: dict[str, str]) -> NodeConfig:
+def _build(t: Table, source: str, base_dir: Path, env: dict[str, str]) -> NodeConfig:
     known = {f.name: f for f in fields(NodeConfig)}
-    for key in raw:
+    for key in t.data:
         if key.lower() in _SECRET_KEYS:
-            raise ConfigError(source, "tokens do not belong in the config file", key=key,
-                              fix="remove it and export HF_TOKEN in the environment")
-        if key not in known:
-            raise ConfigError(source, "unknown key", key=key, fix=f"remove it or use one of: {', '.join(sorted(known))}")
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        values[key] = _typed(key, value, known[key].type, source, base_dir)
+            raise t.error(key, "tokens do not belong in the config file", "remove it and export HF_TOKEN in the environment")
+    t.reject_unknown(known)
+    values = {key: _typed(t, key, known[key].type, base_dir) for key in t.data}
     state_dir = values.setdefault("state_dir", base_dir / "state")
     values.setdefault("identity_path", state_dir / "swarm.pem")
     values.setdefault("checkpoint_dir", state_dir / "checkpoints")
     values.setdefault("heartbeat_path", state_dir / "trainer.json")
+    if values.get("chain_key_path") is None:
+        values["chain_key_path"] = state_dir / "chain.key"
     values["hf_token"] = env.get("HF_TOKEN") or env.get("HUGGINGFACE_ACCESS_TOKEN") or None
     cfg = NodeConfig(**values)
     _validate(cfg, source)
     return cfg
 
 
-def _typed(key: str, value: Any, annotation: object, source: str, base_dir: Path) -> Any:
+def _typed(t: Table, key: str, annotation: object, base_dir: Path) -> Any:
+    """One key through the shared typed getters; ranges are `_validate`'s."""
     text = str(annotation)
-    if key in _OPTIONAL and value in ("", None):
+    if key in _OPTIONAL and t.data[key] in ("", None):
         return None
     if key in _PATHS:
-        if not isinstance(value, str) or not value:
-            raise ConfigError(source, "expected a path string", key=key, fix=f'{key} = "state/..."')
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else base_dir / p
+        return t.path(key, base_dir, base_dir)
     if key in _LISTS:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(source, "expected a list of strings", key=key, fix=f'{key} = ["..."]')
-        return tuple(value)
+        return t.strings(key)
     if text.startswith("int"):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(source, f"expected an integer, got {value!r}", key=key, fix=f"{key} = 4")
-        return value
+        return t.integer(key, 0, low=-(2**63))
     if text.startswith("float"):
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise ConfigError(source, f"expected a number, got {value!r}", key=key, fix=f"{key} = 1.0")
-        return float(value)
-    if not isinstance(value, str):
-        raise ConfigError(source, f"expected a string, got {value!r}", key=key, fix=f'{key} = "..."')
-    return value
+        return t.number(key, 0.0, low=float("-inf"))
+    return t.string(key, "")
 
 
 def _validate(cfg: NodeConfig, source: str) -> None:
@@ -204,5 +198,17 @@ def _validate(cfg: NodeConfig, source: str) -> None:
         raise bad("compat", f"unknown compatibility lane {cfg.compat!r}", 'compat = "genrl-0.3" (or remove the key)')
     if not cfg.families:
         raise bad("families", "needs at least one task family", 'families = ["local_arith"]')
+    if cfg.chain_rpc_url:
+        if not cfg.chain_rpc_url.startswith(("http://", "https://")):
+            raise bad("chain_rpc_url", "must be an http(s):// JSON-RPC URL", 'chain_rpc_url = "http://127.0.0.1:8545"')
+        if not re.fullmatch(r"0x[0-9a-fA-F]{40}", cfg.chain_contract):
+            raise bad("chain_contract", "must be the contract's 0x address (40 hex digits) when chain_rpc_url is set",
+                      'chain_contract = "0x..." (printed by python -m trainer.coordinator.deploy)')
+    for key in ("chain_id", "chain_queue_max"):
+        if getattr(cfg, key) < 1:
+            raise bad(key, "must be at least 1", f"{key} = 1")
+    for key in ("chain_rpc_timeout", "chain_poll_seconds"):
+        if getattr(cfg, key) <= 0:
+            raise bad(key, "must be positive", f"{key} = 1.0")
     if cfg.hf_push_repo and cfg.hf_push_every and not cfg.hf_token:
         raise bad("hf_push_repo", "pushing needs a token", "export HF_TOKEN (never put it in the file)")

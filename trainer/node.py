@@ -10,6 +10,12 @@ Why it looks like this:
 - Signal handlers only set `Flags`; the loop acts (reconnect in place, or stop:
   checkpoint, return 0). Any unexpected exception propagates and the process exits
   non-zero (W11: 0 is reserved for an intended stop).
+- A stop must not wait for the round to end: a round (generation, gather, a step on
+  a real model) can outlast swarmd's `stop_timeout`, and a SIGKILL would lose what
+  was trained since the last checkpoint. So the round looks at the stop flag between
+  its phases, the learner looks at it inside generation and between micro-batches,
+  and an interrupted round is abandoned whole: the checkpoint written on the way out
+  is the last completed step's, never a half-made one.
 - Progress lines use the upstream hivemind_exp / genrl wording that swarmd's
   classifier knows (see swarmd/classify.py's docstring), prefixed
   `INFO:trainer.node:<animal>:`; a tqdm bar per round shows the four phases.
@@ -49,10 +55,18 @@ class StepLike(Protocol):
     def external_count(self) -> int: ...
     @property
     def step_seconds(self) -> float: ...
+    @property
+    def peer_rewards(self) -> tuple[tuple[str, float], ...]: ...
+
+
+class StepInterrupted(Exception):  # noqa: N818 - names what happened, like KeyboardInterrupt
+    """A learner saw the stop request mid-step and undid the step: model, optimizer
+    and RNG are exactly as the last completed step left them."""
 
 
 class Learner(Protocol):
-    """What the loop needs from trainer.train.GRPOLearner (kept torch-free here)."""
+    """What the loop needs from trainer.train.GRPOLearner (kept torch-free here).
+    `generate` and `train_on` may raise `StepInterrupted` when a stop is requested."""
 
     def generate(self, tasks: Sequence[Task], *, round: int, stage: int, peer_id: str) -> list[Rollout]: ...
     def train_on(self, local: Sequence[Rollout], external: Sequence[Rollout]) -> StepLike: ...
@@ -138,7 +152,7 @@ class Node:
             pid=os.getpid(), peer_id=self.s.peer_id, animal=self.s.animal, round=st.round,
             stage=st.stage, peers=st.peers, last_progress=st.last_progress,
             step_seconds=tuple(st.step_seconds), last_reward=st.last_reward, status=status,
-            written_at=self.clock.wall(),
+            written_at=self.clock.wall(), chain_queue=self.coordinator.queue_depth(),
         ))
         self._beat_at = now
 
@@ -181,6 +195,9 @@ class Node:
         hint = self.coordinator.seconds_until_next()
         if hint is not None:
             delay = min(delay, hint + 0.05)
+        poll = self.coordinator.poll_seconds()
+        if poll is not None:
+            delay = min(delay, poll)
         return max(0.05, delay)
 
     def train_round(self, rnd: int, stage: int) -> None:
@@ -188,19 +205,27 @@ class Node:
         self.say(f"🐝 Joining round: {rnd} starting at stage: {stage}")
         self.say(f"📈 Training round: {rnd} stage: {stage}")
         self.beat("training")
-        with tqdm(total=4, desc=f"round {rnd}", file=self.out, mininterval=0, ascii=False) as bar:
-            tasks = self.tasks.sample(rnd, self.s.prompts_per_round, salt=self.s.peer_id)
-            local = self.learner.generate(tasks, round=rnd, stage=stage, peer_id=self.s.peer_id)
-            bar.update()
-            self.exchange.publish(rnd, stage, local)
-            bar.update()
-            self.beat("gathering")
-            hint = self.coordinator.seconds_until_next()
-            timeout = self.s.gather_timeout if hint is None else max(1.0, min(self.s.gather_timeout, hint))
-            external = self.exchange.gather(rnd, stage, self.s.max_external, timeout)
-            bar.update()
-            stats = self.learner.train_on(local, external)
-            bar.update()
+        try:
+            with tqdm(total=4, desc=f"round {rnd}", file=self.out, mininterval=0, ascii=False) as bar:
+                tasks = self.tasks.sample(rnd, self.s.prompts_per_round, salt=self.s.peer_id)
+                local = self.learner.generate(tasks, round=rnd, stage=stage, peer_id=self.s.peer_id)
+                bar.update()
+                self._stop_point()
+                self.exchange.publish(rnd, stage, local)
+                bar.update()
+                self._stop_point()
+                self.beat("gathering")
+                hint = self.coordinator.seconds_until_next()
+                timeout = self.s.gather_timeout if hint is None else max(1.0, min(self.s.gather_timeout, hint))
+                external = self.exchange.gather(rnd, stage, self.s.max_external, timeout)
+                bar.update()
+                self._stop_point()
+                stats = self.learner.train_on(local, external)
+                bar.update()
+        except StepInterrupted:
+            last = "none" if self.done is None else f"round {self.done[0]} stage {self.done[1]}"
+            self.say(f"Stop requested during round: {rnd}; abandoning it (last completed: {last})")
+            return
         self.trained += 1
         self.external_total += stats.external_count
         self.done = (rnd, stage)
@@ -213,12 +238,18 @@ class Node:
                    "gathered": len(external), "step_seconds": round(stats.step_seconds, 3)}
         self.out.write(json.dumps(metrics).replace('"', "'") + "\n")
         self.coordinator.submit_reward(rnd, stage, stats.mean_reward, self.s.peer_id)
+        self.coordinator.submit_winners(rnd, [pick_winner(stats.peer_rewards, self.s.peer_id)], self.s.peer_id)
         if self.trained % self.s.checkpoint_every == 0:
             self._checkpoint()
         self.learner.maybe_push(rnd)
         self.say(f"📉 Finished training round: {rnd} stage: {stage} reward={stats.mean_reward:.4f} "
                  f"external={stats.external_count}")
         self.beat("training")
+
+    def _stop_point(self) -> None:
+        """Between two phases of a round: a stop abandons the round here."""
+        if self.flags.stop:
+            raise StepInterrupted
 
     def _checkpoint(self) -> None:
         if self.done is not None and self.done != self.saved:
@@ -267,3 +298,12 @@ class Node:
             self.link.reconnect()
             self._zero_since = None
             self._peers_at = -1e18
+
+
+def pick_winner(peer_rewards: Sequence[tuple[str, float]], me: str) -> str:
+    """The round's winner vote: the peer whose rollouts scored best here (rewards recomputed
+    locally, never a peer's claim); ties go to the smaller peer id so every honest node
+    that saw the same rollouts votes alike. Nothing seen: ourselves, as upstream does."""
+    if not peer_rewards:
+        return me
+    return min(peer_rewards, key=lambda pr: (-pr[1], pr[0]))[0]

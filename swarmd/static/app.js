@@ -123,6 +123,26 @@
     document.title = "swarmd: " + state;
   }
 
+  // Same texts as swarmd/status_lines.py (the server renders the first page with those).
+  function p2pdLine(d) {
+    if (d.p2pd_alive === false) return "DEAD: " + (d.p2pd_evidence || "gone");
+    if (d.p2pd_pid === null || d.p2pd_pid === undefined) return "-";
+    const answered = d.p2pd_answered === true ? "answers" : d.p2pd_answered === false ? "not answering" : "no control socket";
+    const dht = d.dht_pid ? ", DHT process " + d.dht_pid : "";
+    return "pid " + d.p2pd_pid + dht + ", " + answered + (d.p2pd_alive ? "" : " (starting)");
+  }
+
+  function chainLine(c) {
+    if (!c.enabled) return "not probed ([chain] rpc_url unset)";
+    if (c.rpc_ok === null || c.rpc_ok === undefined) return "not read yet";
+    if (!c.rpc_ok) return "RPC DOWN: " + (c.detail || "");
+    const where = "chain " + c.chain_id + ", block " + c.block;
+    if (c.round === null || c.round === undefined) {
+      return c.contract ? "RPC ok, " + where + ", no round (" + (c.detail || "") + ")" : "RPC ok, " + where;
+    }
+    return "round " + c.round + " stage " + c.stage + ", RPC ok, " + where;
+  }
+
   function render(s) {
     const state = dash(s.state);
     setState(state);
@@ -136,6 +156,8 @@
     set("round_stage", dash(s.round) + " / " + dash(s.stage));
     set("progress_age", isNum(s.last_progress_age_s) ? duration(s.last_progress_age_s) + " ago" : "—");
     set("peers", dash(s.peers));
+    set("p2pd", p2pdLine(s.dht || {}));
+    set("chain", chainLine(s.chain || {}));
     const rh = Array.isArray(s.reward_history) ? s.reward_history : [];
     set("reward", rh.length ? fmtReward(rh[rh.length - 1][1]) : "—");
     set("reward_trend", rewardTrend(rh));

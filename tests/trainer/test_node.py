@@ -15,7 +15,7 @@ from swarmd.clock import FakeClock
 from swarmd.heartbeat import read_heartbeat
 from trainer.coordinator import DhtCoordinator
 from trainer.exchange import LocalBoard, LocalExchange, LocalLink
-from trainer.node import Flags, LoopSettings, Node
+from trainer.node import Flags, LoopSettings, Node, StepInterrupted, pick_winner
 from trainer.rollout import Rollout, Task, TaskRef
 
 ME, PEER = "QmMe", "QmPeer"
@@ -28,6 +28,7 @@ class Stats:
     local_reward: float = 0.25
     external_count: int = 0
     step_seconds: float = 0.01
+    peer_rewards: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -39,9 +40,14 @@ class FakeLearner:
     trained: list[tuple[int, int]] = field(default_factory=list)
     saved: list[tuple[int, int]] = field(default_factory=list)
     on_train: object = None
+    on_generate: object = None
     fail_at_round: int | None = None
+    interrupt_at_round: int | None = None  # a stop request arrives during this round's step
+    flags: Flags | None = None
 
     def generate(self, tasks: Sequence[Task], *, round: int, stage: int, peer_id: str) -> list[Rollout]:
+        if callable(self.on_generate):
+            self.on_generate(round)
         self.clock.advance(1.0)
         return [Rollout(peer_id, round, stage, t.ref, ("<answer>1</answer>",)) for t in tasks]
 
@@ -49,6 +55,9 @@ class FakeLearner:
         rnd = local[0].round
         if rnd == self.fail_at_round:
             raise RuntimeError("boom")
+        if rnd == self.interrupt_at_round and self.flags is not None:
+            self.flags.stop = True  # SIGTERM mid-step; the real learner undoes the step
+            raise StepInterrupted("training step")
         self.trained.append((rnd, len(external)))
         if callable(self.on_train):
             self.on_train()
@@ -89,9 +98,9 @@ def _harness(tmp_path: Path, *, max_rounds: int = 3, peers: int = 1, resume: tup
     board = LocalBoard(clock.wall)
     if anchor_ago:
         board.put("ns:clock", PEER, f'{{"t0": {clock.wall() - anchor_ago}}}'.encode(), 3600)
-    learner = FakeLearner(clock, resume=resume)
-    link = LocalLink(peers)
     flags = Flags()
+    learner = FakeLearner(clock, resume=resume, flags=flags)
+    link = LocalLink(peers)
     out = io.StringIO()
     hb = tmp_path / "trainer.json"
     settings = LoopSettings(peer_id=ME, animal="brave tiny owl", heartbeat_path=hb, prompts_per_round=2,
@@ -172,6 +181,38 @@ def test_stop_flag_mid_round_finishes_step_saves_and_exits_zero(tmp_path: Path) 
     assert "Stopped cleanly" in h.out.getvalue()
 
 
+def test_stop_during_a_round_abandons_it_and_saves_the_last_completed_round(tmp_path: Path) -> None:
+    """SIGTERM while round 1 generates (round 0 trained, not yet checkpointed): the
+    round is abandoned before publish and train, round 0 is saved, run() returns 0."""
+    h = _harness(tmp_path, max_rounds=0)
+
+    def stop_in_round_1(rnd: int) -> None:
+        if rnd == 1:
+            h.flags.stop = True
+
+    h.learner.on_generate = stop_in_round_1
+    assert h.node.run() == 0
+    assert h.learner.trained == [(0, 0)]
+    assert h.learner.saved == [(0, 0)]
+    assert h.board.get("ns:rollouts:1:0", 0.1) == {}, "an abandoned round published its rollouts"
+    text = h.out.getvalue()
+    assert "Stop requested during round: 1; abandoning it (last completed: round 0 stage 0)" in text
+    assert "Finished training round: 1" not in text
+    assert text.rstrip().endswith("Stopped cleanly")
+
+
+def test_step_interrupted_by_the_learner_keeps_the_last_completed_round(tmp_path: Path) -> None:
+    """A learner that undid its step on a stop request: the loop counts nothing for
+    the round, saves the last completed one and exits 0."""
+    h = _harness(tmp_path, max_rounds=0)
+    h.learner.interrupt_at_round = 1
+    assert h.node.run() == 0
+    assert h.learner.trained == [(0, 0)]
+    assert h.learner.saved == [(0, 0)]
+    assert h.node.done == (0, 0)
+    assert "abandoning it (last completed: round 0 stage 0)" in h.out.getvalue()
+
+
 def test_reconnect_flag_reconnects_in_place_without_restart(tmp_path: Path) -> None:
     """SIGUSR1 makes the loop call link.reconnect() once and carry on training."""
     h = _harness(tmp_path, max_rounds=2)
@@ -196,3 +237,13 @@ def test_unexpected_error_propagates_for_nonzero_exit(tmp_path: Path) -> None:
     h.learner.fail_at_round = 1
     with pytest.raises(RuntimeError, match="boom"):
         h.node.run()
+
+
+@pytest.mark.parametrize(("peer_rewards", "expected"), [
+    ((), "me"),                                            # nothing seen: vote for ourselves
+    ((("me", 0.2), ("QmB", 0.9), ("QmC", 0.5)), "QmB"),   # best recomputed reward
+    ((("QmZ", 0.7), ("QmA", 0.7)), "QmA"),                 # a tie: the smaller id, the same on every node
+])
+def test_winner_vote_is_the_best_peer_by_local_rewards(peer_rewards: tuple[tuple[str, float], ...],
+                                                        expected: str) -> None:
+    assert pick_winner(peer_rewards, "me") == expected

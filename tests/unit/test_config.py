@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 
 from swarmd.config import (
     DEFAULT_CONFIG_NAME,
+    ChainConfig,
     Config,
     HealthConfig,
+    IdentityConfig,
     LogsConfig,
     ProbesConfig,
     RestartConfig,
@@ -24,10 +26,9 @@ from swarmd.config import (
     WebConfig,
     load,
     parse,
-    parse_duration,
-    parse_size,
 )
 from swarmd.errors import ConfigError
+from swarmd.toml_reader import parse_duration, parse_size
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = Path("/srv/node")
@@ -339,6 +340,7 @@ def test_non_loopback_bind_error() -> None:
         (MINIMAL + "[web]\nport = 70000\n", "web.port", 4, "between 0 and 65535"),
         (MINIMAL + '[control]\nsocket = "/' + "s" * 120 + '"\n', "control.socket", 4, "longer than 107 bytes"),
         (MINIMAL + "[[rules]]\nname = 'r'\nverdict = 'restart'\n", "rules[0].pattern", 3, "is required"),
+        (MINIMAL + "[[rules]]\nname = 'r'\nexception = 'No Module'\nverdict = 'restart'\n", "rules[0].exception", 5, "is not an exception class name"),
         (MINIMAL + "[[rules]]\nname = 'r'\npattern = '('\nverdict = 'restart'\n", "rules[0].pattern", 5, "invalid regular expression"),
         (MINIMAL + "[[rules]]\nname = 'r'\npattern = 'x'\nverdict = 'restrat'\n", "rules[0].verdict", 6, "unknown verdict 'restrat'"),
         (MINIMAL + "[[rules]]\nname = ''\npattern = 'x'\nverdict = 'restart'\n", "rules[0].name", 4, "must not be empty"),
@@ -509,6 +511,7 @@ def test_repo_monitor_toml_documents_every_key() -> None:
     sections = {
         "trainer": TrainerConfig, "logs": LogsConfig, "restart": RestartConfig,
         "health": HealthConfig, "probes": ProbesConfig, "web": WebConfig,
+        "identity": IdentityConfig, "chain": ChainConfig,
     }
     for name, cls in sections.items():
         missing = {f.name for f in dataclasses.fields(cls)} - set(data[name])
@@ -525,6 +528,8 @@ def test_upstream_example_parses_with_upstream_quirks() -> None:
     assert cfg.trainer.exit_zero_is_failure is True
     assert cfg.health.stall_after > 900 * 2
     assert cfg.health.reconnect_attempts == 0
+    assert cfg.health.reconnect == "restart"  # upstream has no SIGUSR1 handler
+    assert cfg.chain.rpc_url.startswith("https://")
     assert not any("TOKEN" in name for name, _ in cfg.trainer.env)
     assert Path("/home/gensyn/rl-swarm/logs/swarm_launcher.log") in cfg.logs.follow
 
@@ -589,3 +594,57 @@ def test_min_interval_above_max_delay_is_rejected() -> None:
     with pytest.raises(ConfigError) as err:
         parse('[trainer]\ncommand = ["x"]\n[restart]\ninitial_delay = 1\nmax_delay = 2\nmin_interval = 5\n', "m.toml", Path("/"))
     assert str(err.value).startswith("m.toml:6: [restart.min_interval] min_interval (5s) is more than max_delay (2s)")
+
+
+def test_rule_may_name_a_final_exception_instead_of_a_pattern(tmp_path: Path) -> None:
+    """`exception = "ModuleNotFoundError"` is a rule on its own (no pattern needed)."""
+    path = tmp_path / "monitor.toml"
+    path.write_text(MINIMAL + "[[rules]]\nname = 'no-hydra'\nexception = 'ModuleNotFoundError'\nverdict = 'give_up_fatal'\n")
+    cfg = load(path)
+    assert cfg.rules == (RuleSpec(name="no-hydra", pattern="", verdict="give_up_fatal", exception="ModuleNotFoundError"),)
+
+
+# ------------------------------------------------------------- reconnect, identity, chain
+
+
+def test_reconnect_mode_defaults_to_signal_and_knows_restart() -> None:
+    assert parse(MINIMAL, "m.toml", BASE).health.reconnect == "signal"
+    assert parse(MINIMAL + '[health]\nreconnect = "restart"\n', "m.toml", BASE).health.reconnect == "restart"
+    err = config_error(MINIMAL + '[health]\nreconnect = "sigusr1"\n')
+    assert err.key == "health.reconnect"
+    assert "must be one of 'signal', 'restart'" in str(err)
+
+
+def test_identity_path_is_the_nodes_relative_to_trainer_cwd() -> None:
+    text = MINIMAL.replace("[trainer]\n", '[trainer]\ncwd = "/opt/other"\n') + '[identity]\npath = "keys/swarm.pem"\n'
+    cfg = parse(text, "m.toml", BASE)
+    assert cfg.identity == IdentityConfig(path=Path("/opt/other/keys/swarm.pem"), lock_dir=None)
+    assert parse(MINIMAL, "m.toml", BASE).identity == IdentityConfig()
+
+
+def test_chain_settings_parse_and_default_to_no_probe() -> None:
+    assert parse(MINIMAL, "m.toml", BASE).chain == ChainConfig()
+    text = MINIMAL + '[chain]\nrpc_url = "http://127.0.0.1:8545"\ncontract = "0x' + "ab" * 20 + '"\ninterval = "15s"\nround_length = "2m"\n'
+    chain = parse(text, "m.toml", BASE).chain
+    assert (chain.rpc_url, chain.interval, chain.round_length, chain.stall_rounds) == ("http://127.0.0.1:8545", 15.0, 120.0, 3.0)
+
+
+def test_a_bad_rpc_url_is_refused_without_echoing_it() -> None:
+    err = config_error(MINIMAL + '[chain]\nrpc_url = "ftp://u:SeCrEt@rpc/v2/KEY"\n')
+    assert err.key == "chain.rpc_url"
+    assert "SeCrEt" not in str(err)
+    assert "KEY" not in str(err)
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "reason"),
+    [
+        ('[chain]\ncontract = "0x123"\n', "chain.contract", "not a 0x-prefixed 20-byte address"),
+        ('[chain]\ninterval = "5s"\ntimeout = "10s"\n', "chain.timeout", "longer than interval"),
+        ("[chain]\nstall_rounds = 0.5\n", "chain.stall_rounds", "must be a finite number >= 1"),
+    ],
+)
+def test_bad_chain_settings_name_the_key(text: str, key: str, reason: str) -> None:
+    err = config_error(MINIMAL + text)
+    assert err.key == key
+    assert reason in str(err)

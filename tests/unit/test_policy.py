@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ def _policy(
     restart = restart or RestartConfig(jitter=0.0)
     health = health or HealthConfig(heartbeat_file=Path("hb.json"), stall_after=600.0, startup_grace=60.0)
     trainer = trainer or TrainerConfig(command=("t",), cwd=Path())
-    p = Policy(trainer, health, Backoff(restart, random.Random(0)))
+    p = Policy(trainer, health, Backoff(restart))
     p.child_started(0.0)
     return p
 
@@ -88,8 +87,9 @@ def test_repeated_restart_signals_walk_the_backoff_curve() -> None:
     ("rc", "action", "reason"),
     [
         (1, Action.RESTART, "exit_nonzero"),
-        (137, Action.RESTART_AFTER_CLEANUP, "killed_sigkill"),
-        (-9, Action.RESTART_AFTER_CLEANUP, "killed_sigkill"),
+        # SIGKILL is not OOM unless the kernel says so (#9): a plain restart.
+        (137, Action.RESTART, "killed_sigkill"),
+        (-9, Action.RESTART, "killed_sigkill"),
         (-11, Action.RESTART, "killed_signal_11"),
         (2, Action.GIVE_UP, "exit_code_2_is_fatal"),
         (78, Action.GIVE_UP, "exit_code_78_is_fatal"),
@@ -97,7 +97,7 @@ def test_repeated_restart_signals_walk_the_backoff_curve() -> None:
     ],
 )
 def test_exit_codes_map_to_actions(rc: int, action: Action, reason: str) -> None:
-    """Config errors are fatal at once, 137/SIGKILL gets cleanup, 0 is a deliberate stop."""
+    """Config errors are fatal at once, 137/SIGKILL a plain restart, 0 is a deliberate stop."""
     d = _policy().on_exit(rc, 5.0)
     assert (d.action, d.reason) == (action, reason)
 
@@ -163,7 +163,76 @@ def test_lost_peers_reconnect_after_grace() -> None:
     assert (d.action, d.reason) == (Action.RECONNECT_DHT, "peers_lost")
 
 
+def test_reconnect_mode_restart_restarts_on_every_dht_fault() -> None:
+    """A node that cannot re-bootstrap in place (upstream) is restarted, never signalled."""
+    health = HealthConfig(heartbeat_file=Path("h"), reconnect="restart", min_peers=2, peers_grace=10.0)
+    dead = Health(network_ok=True, p2pd_alive=False, p2pd_evidence="p2pd (pid 7) gone for 2.0s")
+    d = _policy(health=health).on_tick(30.0, dead)
+    assert (d.action, d.reason, d.evidence) == (Action.RESTART, "p2pd_gone", "p2pd (pid 7) gone for 2.0s")
+    assert _policy(health=health).on_signal(sig(Verdict.RECONNECT_DHT, "dht_error"), 5.0).action is Action.RESTART
+    p = _policy(health=health)
+    p.on_tick(10.0, Health(network_ok=True, peers=0))
+    assert p.on_tick(21.0, Health(network_ok=True, peers=0)).action is Action.RESTART
+
+
+def test_the_dht_fault_cause_is_the_reason_and_a_live_p2pd_heals_it() -> None:
+    p = _policy()
+    silent = Health(network_ok=True, p2pd_alive=False, p2pd_evidence="no answer", dht_fault="p2pd_silent")
+    d = p.on_tick(30.0, silent)
+    assert (d.action, d.reason, d.evidence) == (Action.RECONNECT_DHT, "p2pd_silent", "no answer")
+    healed = p.on_tick(35.0, Health(network_ok=True, p2pd_alive=True))
+    assert (healed.action, healed.reason) == (Action.NONE, "reconnected")
+
+
 def test_dead_p2pd_with_a_live_trainer_reconnects_first() -> None:
     """p2pd gone while the trainer lives: re-bootstrap in place before any restart."""
     d = _policy().on_tick(30.0, Health(network_ok=True, p2pd_alive=False))
     assert (d.action, d.reason) == (Action.RECONNECT_DHT, "p2pd_gone")
+
+
+def test_kernel_confirmed_oom_exit_restarts_after_cleanup() -> None:
+    """Only the kernel's OOM record turns a SIGKILL into an OOM (cleanup first)."""
+    d = _policy().on_exit(-9, 5.0, kernel_oom="Out of memory: Killed process 7 (python)")
+    assert (d.action, d.reason) == (Action.RESTART_AFTER_CLEANUP, "kernel_oom")
+
+
+def test_fatal_traceback_at_exit_gives_up_at_once_with_the_fix() -> None:
+    """A crash whose cause a restart cannot fix stops restarts with the first exit."""
+    crash = Signal("dependency_missing", Verdict.GIVE_UP_FATAL, "ModuleNotFoundError: No module named 'hydra'",
+                   block=("Traceback (most recent call last):",), fix="install hydra")
+    d = _policy().on_exit(1, 5.0, crash=crash)
+    assert (d.action, d.reason) == (Action.GIVE_UP, "dependency_missing")
+    assert "install hydra" in d.evidence
+
+
+def test_startup_lines_do_not_reset_the_stall_clock() -> None:
+    """Greetings and loading bars are not progress: a node that only greets stalls."""
+    p = _policy()
+    for t in range(0, 700, 10):
+        assert p.on_signal(sig(Verdict.HEALTHY_PROGRESS, "startup"), float(t)).action is Action.NONE
+    assert p.on_tick(701.0, Health()).reason == "stall"
+
+
+def test_operator_wait_loop_waits_for_the_operator_instead_of_restarting() -> None:
+    """A node waiting for its API key is reported once as operator_needed and is never
+    stall-restarted while it waits; progress ends the episode."""
+    p = _policy()
+    wait = Signal("operator_wait", Verdict.HEALTHY_IDLE, "Waiting for API key to be activated...")
+    decisions = []
+    for t in range(0, 3000, 5):
+        decisions.append(p.on_signal(wait, float(t)))
+        decisions.append(p.on_tick(float(t) + 1, Health()))
+    acted = [d for d in decisions if d.action is not Action.NONE]
+    assert [d.action for d in acted] == [Action.WAIT_OPERATOR]
+    assert p.operator_needed
+    p.on_signal(sig(Verdict.HEALTHY_PROGRESS, "round"), 3001.0)
+    assert not p.operator_needed
+
+
+def test_operator_needed_signal_waits_once() -> None:
+    p = _policy()
+    s = Signal("operator_needed", Verdict.OPERATOR_NEEDED, "Waiting...", fix="log in")
+    first = p.on_signal(s, 1.0)
+    assert (first.action, first.reason) == (Action.WAIT_OPERATOR, "operator_needed")
+    assert "log in" in first.evidence
+    assert p.on_signal(s, 2.0).action is Action.NONE

@@ -1,0 +1,188 @@
+"""p2pd discovery, the control-socket ask and the watcher, against a real hivemind DHT
+(its forked DHT process and the p2pd binary shipped with hivemind) in a node that
+writes no heartbeat. Only this test's own tree is looked at and ended."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from swarmd.cleanup import end_leftover_tree
+from swarmd.liveness import P2pdLiveness, Sighting
+from swarmd.p2pd import remove_stale_sockets
+from swarmd.p2pd_probe import (
+    DhtLook,
+    DhtParts,
+    DhtWatcher,
+    ask_p2pd,
+    catches_signal,
+    pick_dht_parts,
+    tree_procs,
+)
+from swarmd.process import ProcRef, p2pd_sockets, snapshot_tree
+
+pytest.importorskip("hivemind", reason="needs hivemind (the trainer extra) for a real p2pd")
+pytestmark = [pytest.mark.io, pytest.mark.slow, pytest.mark.timeout(170)]
+
+FAKE = Path(__file__).parent.parent / "fakes" / "dht_node.py"
+
+
+class Node:
+    """A running fake node; remembers every process its tree ever had, to end them all."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([sys.executable, str(FAKE), *args], stdout=subprocess.PIPE, text=True)
+        self.refs: dict[tuple[int, float], ProcRef] = {}
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()  # bounded by the test timeout
+        assert line.startswith("dht ready "), line
+        self.peer_id = line.split()[-1]
+        self.remember()
+
+    def remember(self) -> None:
+        for ref in snapshot_tree(self.proc.pid):
+            self.refs[(ref.pid, ref.create_time)] = ref
+
+    def end(self) -> None:
+        self.remember()
+        end_leftover_tree(self.proc.pid, list(self.refs.values()), 5.0)
+        self.proc.wait(10)
+        assert self.proc.stdout is not None
+        self.proc.stdout.close()
+        remove_stale_sockets(p2pd_sockets(self.refs.values()))
+
+
+@pytest.fixture(scope="module")
+def node() -> Iterator[Node]:
+    n = Node()
+    yield n
+    n.end()
+
+
+def test_finds_the_p2pd_and_dht_process_in_the_nodes_own_tree(node: Node) -> None:
+    parts = pick_dht_parts(tree_procs(node.proc.pid), node.proc.pid)
+    assert parts.p2pd is not None
+    assert parts.p2pd.name == "p2pd"
+    assert parts.dht is not None
+    assert parts.dht.ppid == node.proc.pid  # hivemind's forked DHT process owns p2pd
+    assert parts.p2pd.ppid == parts.dht.pid
+    assert parts.control is not None
+    assert parts.control.is_socket()
+
+
+def test_a_p2pd_outside_the_tree_is_never_ours(node: Node) -> None:
+    """The node's p2pd runs on this host, yet a sibling process's tree has none."""
+    assert node.refs  # the node (and its p2pd) runs meanwhile
+    with subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE) as other:
+        assert pick_dht_parts(tree_procs(other.pid), other.pid) == DhtParts()
+        assert other.stdin is not None
+        other.stdin.close()
+
+
+def test_identify_over_the_control_socket_returns_the_nodes_peer_id(node: Node) -> None:
+    parts = pick_dht_parts(tree_procs(node.proc.pid), node.proc.pid)
+    assert parts.control is not None
+    answer = ask_p2pd(parts.control, 5.0)
+    assert answer.ok, answer.detail
+    assert answer.peer_id == node.peer_id
+
+
+def test_a_stopped_p2pd_does_not_answer_and_answers_again_when_continued(node: Node) -> None:
+    parts = pick_dht_parts(tree_procs(node.proc.pid), node.proc.pid)
+    assert parts.p2pd is not None
+    assert parts.control is not None
+    os.kill(parts.p2pd.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        answer = ask_p2pd(parts.control, 1.0)
+        took = time.monotonic() - started
+        seen = pick_dht_parts(tree_procs(node.proc.pid), node.proc.pid)
+    finally:
+        os.kill(parts.p2pd.pid, signal.SIGCONT)
+    assert seen.p2pd is not None
+    assert seen.p2pd.stopped
+    assert not answer.ok
+    assert "no answer to IDENTIFY within 1s" in answer.detail
+    assert took < 2.0
+    assert ask_p2pd(parts.control, 5.0).ok
+
+
+def test_a_stopped_dht_process_is_seen_stopped_while_p2pd_still_answers(node: Node) -> None:
+    parts = pick_dht_parts(tree_procs(node.proc.pid), node.proc.pid)
+    assert parts.dht is not None
+    assert parts.control is not None
+    assert not parts.dht.stopped
+    os.kill(parts.dht.pid, signal.SIGSTOP)
+    try:
+        seen = pick_dht_parts(tree_procs(node.proc.pid), node.proc.pid)
+        answer = ask_p2pd(parts.control, 5.0)
+    finally:
+        os.kill(parts.dht.pid, signal.SIGCONT)
+    assert seen.dht is not None
+    assert seen.dht.stopped
+    assert answer.ok
+
+
+def test_a_missing_socket_is_a_clear_failure(tmp_path: Path) -> None:
+    answer = ask_p2pd(tmp_path / "gone.sock", 1.0)
+    assert not answer.ok
+    assert "gone.sock" in answer.detail
+
+
+def test_caught_signal_mask_tells_a_handler_from_the_default(node: Node, tmp_path: Path) -> None:
+    """The fake node without --on-usr1 has no SIGUSR1 handler (upstream's case)."""
+    assert catches_signal(node.proc.pid, signal.SIGUSR1) is False
+    code = "import signal,sys; signal.signal(signal.SIGUSR1, lambda *a: None); print('ok', flush=True); sys.stdin.read()"
+    with subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as child:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ok"
+        assert catches_signal(child.pid, signal.SIGUSR1) is True
+        assert child.stdin is not None
+        child.stdin.close()
+    assert catches_signal(2**22 + 12345, signal.SIGUSR1) is None  # no such process
+
+
+def test_watcher_and_judgement_detect_a_killed_p2pd_within_10s() -> None:
+    node = Node()
+    try:
+        looks: list[DhtLook] = []
+        verdicts: list[tuple[float, str]] = []
+        tracker = P2pdLiveness(settle=1.0)
+        done = threading.Event()
+
+        def post(look: DhtLook) -> None:
+            looks.append(look)
+            key = (look.parts.p2pd.pid, look.parts.p2pd.create_time) if look.parts.p2pd else None
+            answered = None if look.answer is None else look.answer.ok
+            judged = tracker.observe(Sighting(look.at, key, answered, look.answer.detail if look.answer else ""))
+            if judged.alive is False:
+                verdicts.append((time.monotonic(), judged.evidence))
+                done.set()
+
+        create_time = snapshot_tree(node.proc.pid)[0].create_time
+        watcher = DhtWatcher(post, interval=1.0, timeout=2.0)
+        watcher.watch(1, node.proc.pid, create_time)
+        deadline = time.monotonic() + 30
+        while not any(look.answer and look.answer.ok for look in looks[1:]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        node.remember()
+        p2pd = pick_dht_parts(tree_procs(node.proc.pid), node.proc.pid).p2pd
+        assert p2pd is not None
+        killed_at = time.monotonic()
+        os.kill(p2pd.pid, signal.SIGKILL)
+        assert done.wait(30), f"not detected; last looks: {looks[-3:]}"
+        watcher.stop()
+        detect_s = verdicts[0][0] - killed_at
+        print(f"p2pd_detect_s={detect_s:.2f}")
+        assert detect_s <= 10.0
+        assert f"pid {p2pd.pid}" in verdicts[0][1]
+    finally:
+        node.end()
