@@ -247,3 +247,7 @@ class GenrlRoundClock:
 
     def resume_from(self, round: int) -> None:
         """The swarm's keys say where it is; a checkpoint does not."""
+
+    def queue_depth(self) -> int | None:
+        """No chain, so no submissions waiting."""
+        return None

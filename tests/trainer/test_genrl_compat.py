@@ -190,3 +190,13 @@ def test_record_over_the_cap_drops_items_from_the_end() -> None:
     assert len(raw) <= 1000
     assert 0 < kept < 10
     assert len(decode_record(PEER, raw)) == kept
+
+
+def test_round_clock_is_a_coordinator() -> None:
+    """Everything the node's loop calls exists (no schedule, no reward sink, no queue)."""
+    clock = GenrlRoundClock(LocalBoard(FakeClock().wall), lambda: ME, poll=0.5)
+    assert clock.seconds_until_next() == 0.5
+    assert clock.queue_depth() is None
+    clock.submit_reward(0, 0, 1.0, ME)
+    clock.resume_from(3)
+    assert clock.current_round() == (0, 0)
