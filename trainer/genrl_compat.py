@@ -242,8 +242,15 @@ class GenrlRoundClock:
         nodes that wait for this node's record would wait as long)."""
         return self.poll
 
+    def poll_seconds(self) -> float | None:
+        """How often to look for the next key: the same short poll."""
+        return self.poll
+
     def submit_reward(self, round: int, stage: int, reward: float, peer_id: str) -> None:
         """genrl without a chain has nowhere to report rewards."""
+
+    def submit_winners(self, round: int, winners: list[str], peer_id: str) -> None:
+        """Nor winners."""
 
     def resume_from(self, round: int) -> None:
         """The swarm's keys say where it is; a checkpoint does not."""

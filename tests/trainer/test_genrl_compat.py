@@ -197,6 +197,8 @@ def test_round_clock_is_a_coordinator() -> None:
     clock = GenrlRoundClock(LocalBoard(FakeClock().wall), lambda: ME, poll=0.5)
     assert clock.seconds_until_next() == 0.5
     assert clock.queue_depth() is None
+    assert clock.poll_seconds() == 0.5
     clock.submit_reward(0, 0, 1.0, ME)
+    clock.submit_winners(0, [ME], ME)
     clock.resume_from(3)
     assert clock.current_round() == (0, 0)
