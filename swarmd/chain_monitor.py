@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from swarmd.chain_rpc import ChainReading, read_chain
+from swarmd.chain_rpc import ChainReading, read_chain, resolve_contract
 from swarmd.chain_watch import ChainEvent, ChainWatch
-from swarmd.config import ChainConfig
+from swarmd.config import ChainConfig, Config
+from swarmd.parts import Kept
+
+
+def chain_contract(config: Config, env: Mapping[str, str]) -> str:
+    return resolve_contract(config.chain.contract, dict(config.trainer.env), env)
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,16 @@ class ChainMonitor:
             return
         self._thread = threading.Thread(target=self._loop, name="chain", daemon=True)
         self._thread.start()
+
+    def reconfigure(self, config: Config) -> list[Kept]:
+        """New settings apply from the next read; round history is kept unless the
+        judging parameters changed. Turning the probe on needs a restart of swarmd."""
+        old, self.settings = self.settings, config.chain
+        if (old.stall_rounds, old.round_length) != (config.chain.stall_rounds, config.chain.round_length):
+            self._watch = ChainWatch(stall_rounds=config.chain.stall_rounds, round_length=config.chain.round_length)
+        if config.chain.rpc_url and self._thread is None:
+            return [Kept("chain.rpc_url", "the chain probe starts with swarmd; restart swarmd to turn it on")]
+        return []
 
     def stop(self) -> None:
         self._stop.set()

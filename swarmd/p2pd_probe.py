@@ -1,6 +1,5 @@
 """Look at a node's DHT from outside: find its p2pd and DHT process in the node's own
-process tree, ask p2pd over its control socket whether it still answers, and read
-which signals a process catches.
+process tree, and ask p2pd over its control socket whether it still answers.
 
 Upstream nodes write no heartbeat and say nothing when their p2pd dies (genrl logs
 "continuing with local state" and trains alone), so swarmd cannot wait for the node
@@ -205,24 +204,6 @@ def _base58(raw: bytes) -> str:
     return "1" * (len(raw) - len(raw.lstrip(b"\0"))) + text
 
 
-def catches_signal(pid: int, signum: int) -> bool | None:
-    """Whether `pid` has a handler for `signum` (its SigCgt mask in /proc); None when
-    that cannot be read. SIGUSR1's default action terminates: a node without a
-    handler must never get it."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("SigCgt:"):
-            try:
-                mask = int(line.split(":", 1)[1].strip(), 16)
-            except ValueError:
-                return None
-            return bool(mask >> (signum - 1) & 1)
-    return None
-
-
 # --------------------------------------------------------------------------- the thread
 
 
@@ -235,6 +216,12 @@ class DhtLook:
     parts: DhtParts
     answer: P2pdAnswer | None  # None: no control socket to ask
     tree_alive: bool  # False: the root was gone, the look proves nothing
+    wall: float = 0.0  # wall time of the look, to age processes by their start time
+    pids: frozenset[int] = frozenset()
+
+    def p2pd_age(self) -> float | None:
+        p2pd = self.parts.p2pd
+        return None if p2pd is None or not self.wall else max(0.0, self.wall - p2pd.create_time)
 
 
 class DhtWatcher:
@@ -277,8 +264,8 @@ class DhtWatcher:
 
 
 def look(gen: int, pid: int, create_time: float, timeout: float) -> DhtLook:
-    at = time.monotonic()
+    at, wall = time.monotonic(), time.time()
     procs = tree_procs(pid, create_time)
     parts = pick_dht_parts(procs, pid)
     answer = ask_p2pd(parts.control, timeout) if parts.control is not None else None
-    return DhtLook(gen, at, parts, answer, tree_alive=bool(procs))
+    return DhtLook(gen, at, parts, answer, bool(procs), wall, frozenset(p.pid for p in procs))

@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from swarmd import __version__
+from swarmd.chain_monitor import ChainMonitor, ChainRead, chain_contract
 from swarmd.clock import Clock
 from swarmd.config import Config, load
 from swarmd.control import ControlRequest
+from swarmd.dht_health import DhtHealth
 from swarmd.domain import Action, Decision, State
 from swarmd.errors import ConfigError
 from swarmd.events import ChildDown, ChildExited, LineSeen, ProbeDone
@@ -29,6 +31,7 @@ from swarmd.inputs import Followers, ProbeLoop
 from swarmd.machine import Machine
 from swarmd.metrics import Metrics
 from swarmd.notify import Notifier
+from swarmd.p2pd_probe import DhtLook
 from swarmd.parts import Part, Parts
 from swarmd.process import PidFile, Spawner
 from swarmd.readiness import Readiness
@@ -74,19 +77,22 @@ class Supervisor:
             spawner, self._trainer_log, PidFile(config.state_dir / "trainer.pid"),
             clock=clock, post=self.events.put, log=log,
         )
-        self._health = HeartbeatHealth(config.health.heartbeat_file)
+        base_env = env if env is not None else os.environ
+        self._dht = DhtHealth(self.events.put)
+        self._health = HeartbeatHealth(config.health.heartbeat_file, self._dht)
+        self._chain = ChainMonitor(config.chain, chain_contract(config, base_env), self.events.put)
         self._readiness = Readiness(self.notifier, config.health.ready_on)
         self.machine = Machine(
             config, clock=clock, log=log, notifier=self.notifier, metrics=self.metrics, launcher=launcher,
             board=self.board, health=self._health, readiness=self._readiness,
-            base_env=env if env is not None else os.environ, post=self.events.put,
+            base_env=base_env, post=self.events.put,
         )
         self.parts = Parts(log)
         followers = Followers(
             config.logs.follow, classifier=lambda: self.machine.classifier, gen=lambda: launcher.gen,
             post=self.events.put, count_line=self.metrics.lines, clock=clock,
         )
-        for part in (followers, ProbeLoop(config.probes, self.events.put), self._health, self._readiness):
+        for part in (followers, ProbeLoop(config.probes, self.events.put), self._health, self._readiness, self._dht, self._chain):
             self.parts.add(part)
 
     # -- public -----------------------------------------------------------------------------
@@ -208,6 +214,11 @@ class Supervisor:
             self._on_control(event.verb)
         elif isinstance(event, ProbeDone):
             m.on_probe(event.result)
+        elif isinstance(event, DhtLook):
+            self.metrics.set_p2pd_up(self._dht.on_look(event).alive)
+        elif isinstance(event, ChainRead):
+            m.on_chain(self._chain.on_read(event, m.node_running))
+            self.metrics.set_chain(event.reading.ok, event.reading.round, event.reading.block)
 
     def _on_os_signal(self, signum: int) -> None:
         m = self.machine
@@ -279,4 +290,6 @@ class Supervisor:
             next_start_in_s=None if m.restart_at is None else round(max(0.0, m.restart_at - now), 1),
             config_path=m.config.source,
             stall_threshold=m.policy.stall_threshold(),
+            dht=self._dht.status(),
+            chain=self._chain.status(),
         )

@@ -22,11 +22,16 @@ from swarmd.p2pd_probe import (
     DhtParts,
     DhtWatcher,
     ask_p2pd,
-    catches_signal,
     pick_dht_parts,
     tree_procs,
 )
-from swarmd.process import ProcRef, p2pd_sockets, remove_stale_sockets, snapshot_tree
+from swarmd.process import (
+    ProcRef,
+    catches_signal,
+    p2pd_sockets,
+    remove_stale_sockets,
+    snapshot_tree,
+)
 
 pytest.importorskip("hivemind", reason="needs hivemind (the trainer extra) for a real p2pd")
 pytestmark = [pytest.mark.io, pytest.mark.slow, pytest.mark.timeout(170)]

@@ -118,3 +118,27 @@ def test_causes_name_the_fault() -> None:
     gone = tracker.observe(Sighting(5.0, None))
     assert gone.cause == "p2pd_gone"
     assert "DHT process (pid 4100) and its p2pd (pid 4242) are gone" in gone.evidence
+
+
+def test_a_p2pd_old_enough_by_its_start_time_is_established_at_once() -> None:
+    """A look that came late (a loaded host) must not delay the judgement."""
+    tracker = P2pdLiveness(settle=5.0, gone_after=2.0)
+    assert tracker.observe(Sighting(0.0, P2PD, True, age=6.0)).alive is True
+    feed(tracker, [Sighting(1.0, None), Sighting(2.0, None)])
+    assert tracker.observe(Sighting(3.0, None)).alive is False
+
+
+def test_a_p2pd_killed_before_it_settled_is_judged_after_the_longer_wait() -> None:
+    tracker = P2pdLiveness(settle=5.0, gone_after=2.0, unsettled_gone_after=10.0)
+    tracker.observe(Sighting(0.0, P2PD, True, age=1.0))
+    assert feed(tracker, [Sighting(t, None) for t in (1.0, 5.0, 10.9)]) == [None, None, None]
+    verdict = tracker.observe(Sighting(11.0, None))
+    assert (verdict.alive, verdict.cause) == (False, "p2pd_gone")
+
+
+def test_a_dht_process_still_in_the_tree_is_not_called_gone() -> None:
+    tracker = P2pdLiveness(settle=1.0, gone_after=1.0)
+    feed(tracker, [Sighting(0.0, P2PD, True, dht=4100), Sighting(1.0, P2PD, True, dht=4100)])
+    tracker.observe(Sighting(2.0, None, tree=frozenset({1, 4100})))
+    verdict = tracker.observe(Sighting(3.0, None, tree=frozenset({1, 4100})))
+    assert verdict.evidence.startswith("the node's p2pd (pid 4242) is gone")
