@@ -15,7 +15,7 @@ from swarmd.liveness import UNKNOWN, Judgement, P2pdLiveness, Sighting
 from swarmd.p2pd_probe import DhtLook, DhtWatcher
 from swarmd.parts import Kept
 
-LOOK_INTERVAL = 1.0  # seconds between looks: p2pd death is seen within ~3 s
+LOOK_INTERVAL = 1.0  # seconds between looks: p2pd death is seen within ~4 s
 ASK_TIMEOUT = 2.0  # an IDENTIFY answer takes milliseconds; 2 s is a wedged daemon
 
 
@@ -62,7 +62,7 @@ class DhtHealth:
         self.last = look
         dht = look.parts.dht
         sighting = Sighting(
-            look.at, key, answered, detail, dht.pid if dht else None, dht.stopped if dht else False, look.p2pd_age(), look.pids
+            look.at, key, answered, detail, dht.pid if dht else None, dht.stopped if dht else False, look.pids
         )
         self.judgement = self._tracker.observe(sighting)
         return self.judgement

@@ -3,14 +3,10 @@
 The node cannot be asked (upstream writes no heartbeat and trains on alone when its
 p2pd dies), so this judges from outside, from a series of looks at the node's tree:
 
-- a p2pd counts as the node's own once it has lived `settle` seconds (by its start
-  time when the look knows it, else since first seen): hivemind starts a short-lived
-  p2pd to check that the identity is free before the real one, and that one's end is
-  not a fault;
-- once established, no p2pd in the tree for `gone_after` seconds means it died (a
-  killed DHT process takes its p2pd out of the tree as well: the orphan is re-parented);
-  a daemon that died younger than `settle` is judged after `unsettled_gone_after`, long
-  enough for hivemind to have started the real one after its identity check;
+- once a p2pd was seen, no p2pd in the tree for `gone_after` seconds means it died (a
+  killed DHT process takes its p2pd out of the tree as well: the orphan is
+  re-parented). The grace covers hivemind's identity check, which runs an anonymous
+  p2pd, shuts it down and starts the node's real one right after;
 - a p2pd that still runs but has not answered its control socket for
   `unanswered_after` seconds (and at least two asks) is as good as dead: SIGSTOPped,
   wedged, or its socket deleted;
@@ -37,7 +33,6 @@ class Sighting:
     detail: str = ""
     dht: int | None = None
     dht_stopped: bool = False
-    age: float | None = None  # seconds since the p2pd started, when known
     tree: frozenset[int] = frozenset()  # the pids of the node's tree at this look
 
 
@@ -56,21 +51,14 @@ UNKNOWN = Judgement(None)
 
 
 class P2pdLiveness:
-    def __init__(
-        self, *, settle: float = 5.0, gone_after: float = 2.0, unanswered_after: float = 4.0, unsettled_gone_after: float = 10.0
-    ) -> None:
-        self._settle = settle
+    def __init__(self, *, gone_after: float = 3.0, unanswered_after: float = 4.0) -> None:
         self._gone_after = gone_after
-        self._unsettled_gone_after = unsettled_gone_after
         self._unanswered_after = unanswered_after
         self.reset()
 
     def reset(self) -> None:
         """A new trainer: forget the old one's daemon."""
         self._current: tuple[int, float] | None = None
-        self._first_seen = 0.0
-        self._established: tuple[int, float] | None = None
-        self._last_seen: tuple[int, float] | None = None
         self._missing_since: float | None = None
         self._unanswered_since: float | None = None
         self._unanswered_count = 0
@@ -84,27 +72,20 @@ class P2pdLiveness:
         self._missing_since = None
         self._dht = s.dht if s.dht is not None else self._dht
         if s.p2pd != self._current:
-            self._current, self._first_seen = s.p2pd, s.at
+            self._current = s.p2pd
             self._unanswered_since, self._unanswered_count = None, 0
-        self._last_seen = s.p2pd
-        lived = s.age if s.age is not None else s.at - self._first_seen
-        if lived >= self._settle or s.p2pd == self._established:
-            self._established = s.p2pd
-        if self._established != s.p2pd:
-            return UNKNOWN  # too young to be the node's own daemon yet
         stopped = self._dht_stopped(s)
         answering = self._answering(s, s.p2pd[0])
         return stopped if answering.alive is not False and stopped.alive is not None else answering
 
     def _absent(self, s: Sighting) -> Judgement:
-        self._current = None
-        last = self._established or self._last_seen
+        last = self._current  # the daemon last seen stays "current" until another one
         if last is None:
             return UNKNOWN
         if self._missing_since is None:
             self._missing_since = s.at
         gone_for = s.at - self._missing_since
-        if gone_for < (self._gone_after if self._established else self._unsettled_gone_after):
+        if gone_for < self._gone_after:
             return UNKNOWN
         if self._dht is not None and self._dht not in s.tree:
             what = f"the node's DHT process (pid {self._dht}) and its p2pd (pid {last[0]}) are"

@@ -216,12 +216,7 @@ class DhtLook:
     parts: DhtParts
     answer: P2pdAnswer | None  # None: no control socket to ask
     tree_alive: bool  # False: the root was gone, the look proves nothing
-    wall: float = 0.0  # wall time of the look, to age processes by their start time
-    pids: frozenset[int] = frozenset()
-
-    def p2pd_age(self) -> float | None:
-        p2pd = self.parts.p2pd
-        return None if p2pd is None or not self.wall else max(0.0, self.wall - p2pd.create_time)
+    pids: frozenset[int] = frozenset()  # the tree's processes at this look
 
 
 class DhtWatcher:
@@ -264,8 +259,8 @@ class DhtWatcher:
 
 
 def look(gen: int, pid: int, create_time: float, timeout: float) -> DhtLook:
-    at, wall = time.monotonic(), time.time()
+    at = time.monotonic()
     procs = tree_procs(pid, create_time)
     parts = pick_dht_parts(procs, pid)
     answer = ask_p2pd(parts.control, timeout) if parts.control is not None else None
-    return DhtLook(gen, at, parts, answer, bool(procs), wall, frozenset(p.pid for p in procs))
+    return DhtLook(gen, at, parts, answer, bool(procs), frozenset(p.pid for p in procs))

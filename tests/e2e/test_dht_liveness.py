@@ -8,6 +8,7 @@ signalled; other p2pd daemons on the host are never touched.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -19,6 +20,8 @@ from typing import Any
 import psutil
 import pytest
 
+from swarmd.control import request
+from swarmd.errors import SwarmdError
 from tests.e2e.daemon import Daemon, fake, write_config
 
 pytest.importorskip("hivemind", reason="needs hivemind (the trainer extra) for a real p2pd")
@@ -42,18 +45,17 @@ def start(tmp_path: Path, daemons: list[Daemon], reconnect: str, *node_args: str
     return d
 
 
-def settled_p2pd(d: Daemon, timeout: float = 90.0) -> psutil.Process:
-    """The node's p2pd once swarmd's own look has seen it answer and settle."""
+def watched_p2pd(d: Daemon, timeout: float = 90.0) -> psutil.Process:
+    """The node's p2pd once `swarmd status` says it answers."""
     deadline = time.monotonic() + timeout
+    dht: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        for proc in d.ps.children(recursive=True):
-            try:
-                if proc.name() == "p2pd" and time.time() - proc.create_time() > 6.0:
-                    return proc
-            except psutil.NoSuchProcess:
-                continue
+        with contextlib.suppress(SwarmdError):
+            dht = request(d.tmp / "state" / "swarmd.sock", "status").get("status", {}).get("dht") or {}
+        if dht.get("p2pd_alive") is True:
+            return psutil.Process(dht["p2pd_pid"])
         time.sleep(0.2)
-    raise AssertionError(f"no settled p2pd under swarmd within {timeout}s; events: {[e.get('event') for e in d.events()[-10:]]}")
+    raise AssertionError(f"swarmd never saw a live p2pd within {timeout}s; last: {dht}")
 
 
 def seconds_after(event: dict[str, Any], wall: float) -> float:
@@ -67,7 +69,7 @@ def decision(d: Daemon, action: str, timeout: float = 30.0) -> dict[str, Any]:
 def test_kill_9_of_p2pd_restarts_a_node_that_cannot_reconnect_within_10s(tmp_path: Path, daemons: list[Daemon]) -> None:
     d = start(tmp_path, daemons, "restart")
     first = d.wait_event(lambda e: e.get("event") == "child_started")
-    p2pd = settled_p2pd(d)
+    p2pd = watched_p2pd(d)
     killed = time.time()
     p2pd.send_signal(signal.SIGKILL)
     restart = decision(d, "restart")
@@ -84,7 +86,7 @@ def test_kill_9_of_p2pd_restarts_a_node_that_cannot_reconnect_within_10s(tmp_pat
 def test_kill_9_of_p2pd_asks_a_node_with_a_handler_to_reconnect_in_place(tmp_path: Path, daemons: list[Daemon]) -> None:
     report = tmp_path / "signals.txt"
     d = start(tmp_path, daemons, "signal", "--on-usr1", str(report))
-    p2pd = settled_p2pd(d)
+    p2pd = watched_p2pd(d)
     p2pd.send_signal(signal.SIGKILL)
     reconnect = decision(d, "reconnect_dht")
     assert reconnect["reason"] == "p2pd_gone"
@@ -97,7 +99,7 @@ def test_a_node_without_a_sigusr1_handler_is_never_sent_one(tmp_path: Path, daem
     """SIGUSR1's default action kills: "signal" mode falls back to a restart, and says so."""
     d = start(tmp_path, daemons, "signal")
     first = d.wait_event(lambda e: e.get("event") == "child_started")
-    settled_p2pd(d).send_signal(signal.SIGKILL)
+    watched_p2pd(d).send_signal(signal.SIGKILL)
     refused = d.wait_event(lambda e: e.get("event") == "reconnect_signal_not_caught", 30)
     assert refused["pid"] == first["pid"]
     assert "reconnect" in refused["fix"]
@@ -109,7 +111,7 @@ def test_a_node_without_a_sigusr1_handler_is_never_sent_one(tmp_path: Path, daem
 
 def test_a_stopped_p2pd_that_no_longer_answers_is_the_same_fault(tmp_path: Path, daemons: list[Daemon]) -> None:
     d = start(tmp_path, daemons, "restart")
-    p2pd = settled_p2pd(d)
+    p2pd = watched_p2pd(d)
     stopped = time.time()
     p2pd.send_signal(signal.SIGSTOP)
     try:

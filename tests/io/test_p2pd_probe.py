@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from swarmd.cleanup import end_leftover_tree
@@ -42,13 +43,18 @@ FAKE = Path(__file__).parent.parent / "fakes" / "dht_node.py"
 class Node:
     """A running fake node; remembers every process its tree ever had, to end them all."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, *args: str, wait: bool = True) -> None:
         self.proc = subprocess.Popen([sys.executable, str(FAKE), *args], stdout=subprocess.PIPE, text=True)
         self.refs: dict[tuple[int, float], ProcRef] = {}
+        self.peer_id = self.maddr = ""
+        if wait:
+            self.ready()
+
+    def ready(self) -> None:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()  # bounded by the test timeout
         assert line.startswith("dht ready "), line
-        self.peer_id = line.split()[-1]
+        self.peer_id, self.maddr = line.split()[2:4]
         self.remember()
 
     def remember(self) -> None:
@@ -159,7 +165,7 @@ def test_watcher_and_judgement_detect_a_killed_p2pd_within_10s() -> None:
     try:
         looks: list[DhtLook] = []
         verdicts: list[tuple[float, str]] = []
-        tracker = P2pdLiveness(settle=1.0)
+        tracker = P2pdLiveness()
         done = threading.Event()
 
         def post(look: DhtLook) -> None:
@@ -190,3 +196,37 @@ def test_watcher_and_judgement_detect_a_killed_p2pd_within_10s() -> None:
         assert f"pid {p2pd.pid}" in verdicts[0][1]
     finally:
         node.end()
+
+
+def test_hiveminds_identity_check_daemon_is_not_judged_a_death(node: Node, tmp_path: Path) -> None:
+    """An existing swarm.pem and an initial peer make hivemind start an anonymous p2pd
+    first, shut it down, then start the node's own: looked at 10 times a second, the
+    node shows two daemons one after the other, and is never judged dead."""
+    pem = tmp_path / "swarm.pem"
+    gen = "import sys; from hivemind.p2p import P2P; P2P.generate_identity(sys.argv[1])"
+    subprocess.run([sys.executable, "-c", gen, str(pem)], check=True, timeout=120)
+    checked = Node("--identity", str(pem), "--initial-peer", node.maddr, wait=False)
+    try:
+        verdicts: list[bool | None] = []
+        daemons: set[int] = set()
+        tracker = P2pdLiveness()
+
+        def post(look: DhtLook) -> None:
+            p2pd = look.parts.p2pd
+            if p2pd is not None:
+                daemons.add(p2pd.pid)
+            key = None if p2pd is None else (p2pd.pid, p2pd.create_time)
+            answered = None if look.answer is None else look.answer.ok
+            verdicts.append(tracker.observe(Sighting(look.at, key, answered, tree=look.pids)).alive)
+
+        watcher = DhtWatcher(post, interval=0.1, timeout=2.0)
+        watcher.watch(1, checked.proc.pid, psutil.Process(checked.proc.pid).create_time())
+        checked.ready()
+        time.sleep(5)  # looks after the real daemon runs
+        watcher.stop()
+        checked.remember()
+        assert len(daemons) == 2, f"expected the anonymous and the real p2pd, saw {daemons}"
+        assert False not in verdicts
+        assert verdicts[-1] is True
+    finally:
+        checked.end()
