@@ -14,7 +14,7 @@ import pytest
 import requests
 
 REPO = Path(__file__).resolve().parents[2]
-ANVIL = REPO / "tools" / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+ANVIL = REPO / "tools" / "node_modules" / ".bin" / "anvil"  # scripts/chain-tools.sh installs it
 CHAIN_ID = 685685
 CONTRACT = "0x00000000000000000000000000000000c0ffee01"
 # currentStage() (0x5bf5d54c) returns storage slot 1, any other call slot 0
