@@ -27,6 +27,7 @@ from swarmd.domain import Action, Decision, State
 from swarmd.errors import ConfigError
 from swarmd.events import ChildDown, ChildExited, LineSeen, ProbeDone
 from swarmd.health import HeartbeatHealth
+from swarmd.identity import HostLocks, IdentityTaken
 from swarmd.inputs import Followers, ProbeLoop
 from swarmd.machine import Machine
 from swarmd.metrics import Metrics
@@ -56,6 +57,7 @@ class Supervisor:
         env: Mapping[str, str] | None = None,
         config_path: Path | None = None,
         events: queue.SimpleQueue[Any] | None = None,
+        locks: HostLocks | None = None,
     ) -> None:
         self.clock = clock
         self.log = log
@@ -63,6 +65,8 @@ class Supervisor:
         self.metrics = metrics or Metrics()
         self.events: queue.SimpleQueue[Any] = events if events is not None else queue.SimpleQueue()
         self._config_path = config_path
+        self._locks = locks
+        self._claimed: set[Path] = set()
         self._next_tick = 0.0
         self._woken_for: float | None = None  # the start time the loop last woke for
         self.board = StatusBoard(clock.monotonic())
@@ -216,6 +220,8 @@ class Supervisor:
             m.on_probe(event.result)
         elif isinstance(event, DhtLook):
             self.metrics.set_p2pd_up(self._dht.on_look(event).alive)
+            if event.gen == m.launcher.gen and event.parts.identity is not None:
+                self._claim_identity(event.parts.identity)
         elif isinstance(event, ChainRead):
             m.on_chain(self._chain.on_read(event, m.node_running))
             self.metrics.set_chain(event.reading.ok, event.reading.round, event.reading.block)
@@ -263,6 +269,20 @@ class Supervisor:
             m.log_event("config_reloaded", config=new.source)
         m.force_restart(why, "reload and restart requested")
         self.notifier.ready(m.status_line())
+
+    def _claim_identity(self, identity: Path) -> None:
+        """The key p2pd really runs with (`-id=`) joins the host-wide lock, so a node
+        whose config never named its swarm.pem is still the only one on it."""
+        m = self.machine
+        if self._locks is None or identity in self._claimed:
+            return
+        self._claimed.add(identity)
+        try:
+            self._locks.claim_identity(identity if identity.is_absolute() else m.config.trainer.cwd / identity)
+        except IdentityTaken as err:
+            m.apply(Decision(Action.GIVE_UP, "identity_taken", str(err)))
+        except OSError as err:
+            m.log_event("identity_lock_failed", level="warning", identity=str(identity), error=str(err))
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _log_write_failed(self, err: OSError) -> None:

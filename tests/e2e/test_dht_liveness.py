@@ -8,7 +8,6 @@ signalled; other p2pd daemons on the host are never touched.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import time
@@ -20,9 +19,7 @@ from typing import Any
 import psutil
 import pytest
 
-from swarmd.control import request
-from swarmd.errors import SwarmdError
-from tests.e2e.daemon import Daemon, fake, write_config
+from tests.e2e.daemon import Daemon, fake, watched_p2pd, write_config
 
 pytest.importorskip("hivemind", reason="needs hivemind (the trainer extra) for a real p2pd")
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(170)]
@@ -43,19 +40,6 @@ def start(tmp_path: Path, daemons: list[Daemon], reconnect: str, *node_args: str
     d = Daemon(tmp_path, cfg)
     daemons.append(d)
     return d
-
-
-def watched_p2pd(d: Daemon, timeout: float = 90.0) -> psutil.Process:
-    """The node's p2pd once `swarmd status` says it answers."""
-    deadline = time.monotonic() + timeout
-    dht: dict[str, Any] = {}
-    while time.monotonic() < deadline:
-        with contextlib.suppress(SwarmdError):
-            dht = request(d.tmp / "state" / "swarmd.sock", "status").get("status", {}).get("dht") or {}
-        if dht.get("p2pd_alive") is True:
-            return psutil.Process(dht["p2pd_pid"])
-        time.sleep(0.2)
-    raise AssertionError(f"swarmd never saw a live p2pd within {timeout}s; last: {dht}")
 
 
 def seconds_after(event: dict[str, Any], wall: float) -> float:
