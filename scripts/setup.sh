@@ -13,6 +13,9 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv" >&2
   "$PY" -m venv .venv
 fi
+# Chain tooling (solc, anvil, cast, OpenZeppelin), pinned in tools/package-lock.json and
+# installed offline-capable from the npm registry into tools/node_modules (gitignored).
+bash scripts/chain-tools.sh
 stamp=.venv/.swarmd-installed
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/system-deps.sh
+bash scripts/chain-tools.sh   # again: npm may have arrived with the system packages
 .venv/bin/ruff check .
 .venv/bin/mypy
 # pytest exits 5 when it collected no test: that is a failure here too.

@@ -18,12 +18,20 @@ Named groups a pattern may use, built-in or user (anything unparsable is dropped
 `round`, `stage` (ints), `step_seconds` (seconds per step), `its` (steps per second,
 turned into `step_seconds`), `wait_seconds` (the trainer's own back-off).
 
-Kinds the built-ins emit (the policy may key on them; `OOM_KINDS` lists the memory ones):
-round_wait, round, step, startup, reward_submit, dht_rpc_error, p2pd_startup_timeout,
+Kinds the built-ins emit (the policy may key on them; `OOM_KINDS` lists the memory ones,
+`NOT_PROGRESS_KINDS` those that prove no training):
+progress: round_wait, round, step; alive but not progress: startup, operator_wait, prompt;
+noise: reward_submit, caught_exception, asyncio_noise, p2pd_warning, dht_retry,
+dht_reconnect; DHT: dht_rpc_error, dht_bootstrap_warning, p2pd_startup_timeout,
 p2pd_bootstrap_unreachable, p2pd_error, dht_bootstrap_failed, dht_child_crash,
-dht_get_none, cuda_oom, mps_oom, accelerate_current_batch, train_loop_exception,
-testnet_rpc_unreachable, p2pd_stale, address_in_use, os_oom_killed, auth_signature,
-vllm_kv_cache_oom, dependency_missing, login_browser_unavailable.
+dht_get_none, p2pd_stale, address_in_use; memory: cuda_oom, mps_oom, os_oom_killed
+(a shell's `Killed`: SIGKILL, not proof of OOM), kernel_oom (the kernel's own record);
+crashes: accelerate_current_batch, train_loop_exception, trainer_exited,
+testnet_rpc_unreachable, download_failed; fatal: auth_signature, vllm_kv_cache_oom,
+dependency_missing, identity_taken, config_error, gpu_unsupported, gpu_dtype_unsupported,
+binary_incompatible, native_crash, launcher_script_error, network_config,
+hub_access_denied, disk_full, login_browser_unavailable; login_server_error needs the
+operator. Whole tracebacks are judged in `analyze` (kinds from `taxonomy`).
 
 Lines OUR trainer (`trainer/node.py`) should print so the built-ins understand it
 (the upstream hivemind_exp / genrl wording, so one rule set serves both):
@@ -54,7 +62,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from swarmd.domain import Signal, Verdict
@@ -63,15 +71,26 @@ if TYPE_CHECKING:
     from swarmd.config import RuleSpec
 
 __all__ = [
+    "NOT_PROGRESS_KINDS",
     "OOM_KINDS",
     "Classifier",
     "Rule",
     "build_rules",
     "default_rules",
     "file_verdict",
+    "is_progress",
 ]
 
-OOM_KINDS = frozenset({"cuda_oom", "mps_oom", "os_oom_killed", "vllm_kv_cache_oom"})
+OOM_KINDS = frozenset({"cuda_oom", "mps_oom", "os_oom_killed", "kernel_oom", "vllm_kv_cache_oom"})
+# Signals that say the node is alive but prove no training: never READY, never reset
+# the stall clock (a node can greet, load and map data for ever without training).
+NOT_PROGRESS_KINDS = frozenset({"startup", "operator_wait", "prompt"})
+
+
+def is_progress(sig: Signal) -> bool:
+    """Real progress (a round joined or advanced, a training step, a reward, or the
+    trainer's own announced round wait), as READY, /health and stall detection need."""
+    return sig.verdict in (Verdict.HEALTHY_PROGRESS, Verdict.HEALTHY_IDLE) and sig.kind not in NOT_PROGRESS_KINDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +101,18 @@ class Rule:
     pattern: re.Pattern[str]
     verdict: Verdict
     kind: str
+    # Set: the rule judges a traceback whose final exception has this type (short or
+    # dotted name), its pattern (if any) searched in that final line; it never
+    # matches a line on its own.
+    exception: str = ""
+
+    def matches_exception(self, exc_type: str, final_line: str) -> bool:
+        if not self.exception or not exc_type:
+            return False
+        want = self.exception
+        if exc_type != want and exc_type.rsplit(".", 1)[-1] != want and not exc_type.endswith("." + want):
+            return False
+        return self.pattern.pattern == "" or self.pattern.search(final_line) is not None
 
 
 # (name, pattern, verdict, kind, tokens). Tokens are lower-case substrings of which at
@@ -115,6 +146,50 @@ _BUILTINS: tuple[tuple[str, str, Verdict, str, tuple[str, ...]], ...] = (
      r"_initialize_kv_caches|_allocate_kv_cache|No available memory for the cache blocks"
      r"|larger than the maximum number of tokens that can be stored in KV cache",
      _V.GIVE_UP_FATAL, "vllm_kv_cache_oom", ("kv_cache", "cache blocks", "kv cache")),
+    ("p2pd_identity_taken", r"is already taken by another peer",
+     _V.GIVE_UP_FATAL, "identity_taken", ("already taken",)),
+    # The launcher cannot open a browser for the login page: a person must open it.
+    ("browser_opener_missing",
+     r"\b(?:xdg-open|open|sensible-browser|x-www-browser|gnome-open|wslview): (?:command )?not found",
+     _V.HEALTHY_IDLE, "operator_wait", ("not found",)),
+    ("command_not_found", r"\bcommand not found\b",
+     _V.GIVE_UP_FATAL, "dependency_missing", ("command not found",)),
+    ("argument_error",
+     r"\S: error: (?:unrecognized arguments|the following arguments are required|argument \S+: )",
+     _V.GIVE_UP_FATAL, "config_error", (": error: ",)),
+    ("gpu_no_kernel_image", r"no kernel image is available for execution on the device",
+     _V.GIVE_UP_FATAL, "gpu_unsupported", ("kernel image",)),
+    ("gpu_bf16_unsupported",
+     r"(?=.*(?:GPU|gpu|CUDA|cuda|[Cc]ompute [Cc]apability|setup))"
+     r"(?i:(?:bf16|bfloat16)\b.{0,160}?(?:not supported|only supported|does(?:n't| not) support|unsupported)"
+     r"|(?:does(?:n't| not) support|unsupported).{0,60}?(?:bf16|bfloat16))",
+     _V.GIVE_UP_FATAL, "gpu_dtype_unsupported", ("bf16", "bfloat16")),
+    ("gpu_capability_unsupported",
+     r"(?i:with CUDA capability sm_\d+ is not compatible with the current PyTorch installation"
+     r"|compute capability .{0,80}?(?:is not supported|not compatible|requires at least|is too (?:low|old))"
+     r"|Torch not compiled with CUDA enabled)",
+     _V.GIVE_UP_FATAL, "gpu_unsupported", ("capability", "not compiled with cuda")),
+    ("disk_full", r"No space left on device|\bENOSPC\b",
+     _V.GIVE_UP_FATAL, "disk_full", ("no space left", "enospc")),
+    ("binary_incompatible", r"cannot execute binary file|\bExec format error\b",
+     _V.GIVE_UP_FATAL, "binary_incompatible", ("execute binary", "exec format")),
+    ("cuda_setup_failed",
+     r"CUDA SETUP: (?:CUDA detection failed|Required library version not found)"
+     r"|CUDA Setup failed despite GPU being available",
+     _V.GIVE_UP_FATAL, "gpu_unsupported", ("cuda setup",)),
+    ("unreachable_from_internet",
+     r"is not reachable from the Internet|fix your port forwarding",
+     _V.GIVE_UP_FATAL, "network_config", ("not reachable from the internet", "port forwarding")),
+    ("hub_token_missing",
+     r"hugging ?face token was not found|(?:HF|Hugging ?Face) token (?:is )?(?:invalid|not valid|required)",
+     _V.GIVE_UP_FATAL, "hub_access_denied", ("token",)),
+    # glibc/C-extension aborts: memory corruption in a native library, the same at every start.
+    ("native_abort",
+     r"\bAborted\s+\(core dumped\)|double free detected|free\(\): invalid pointer|corrupted size vs\. prev_size",
+     _V.GIVE_UP_FATAL, "native_crash", ("aborted", "double free", "free(): invalid", "corrupted size")),
+    # The launcher script itself references a file that is not there.
+    ("launcher_script_missing_file", r"^\S+\.sh: line \d+: [^:]{1,300}: No such file or directory",
+     _V.GIVE_UP_FATAL, "launcher_script_error", ("no such file",)),
     ("p2pd_binary_missing", r"p2pd binary not found",
      _V.GIVE_UP_FATAL, "dependency_missing", ("p2pd binary",)),
     ("backend_file_missing",
@@ -127,19 +202,31 @@ _BUILTINS: tuple[tuple[str, str, Verdict, str, tuple[str, ...]], ...] = (
      _V.GIVE_UP_FATAL, "login_browser_unavailable", ("xdg-open",)),
     # --- restart after cleanup: something of the old run (p2pd, its sockets, the
     # port) is still there and would make the next start fail the same way.
-    ("p2pd_identity_taken", r"is already taken by another peer",
-     _V.RESTART_AFTER_CLEANUP, "p2pd_stale", ("already taken",)),
     ("p2pd_stale_socket", r"Failed to connect to UNIX socket at\b",
      _V.RESTART_AFTER_CLEANUP, "p2pd_stale", ("unix socket",)),
     ("address_in_use", r"(?i:address already in use)|\bEADDRINUSE\b",
      _V.RESTART_AFTER_CLEANUP, "address_in_use", ("already in use", "eaddrinuse")),
+    # The kernel's own OOM-killer records (journald/dmesg lines pasted into a log, or
+    # fed by `kernel_log`): memory really ran out.
+    ("kernel_oom",
+     r"invoked oom-killer|Out of memory: Kill(?:ed)? process|\boom-kill:|Memory cgroup out of memory",
+     _V.RESTART_AFTER_CLEANUP, "kernel_oom", ("oom-kill", "out of memory")),
+    # The task table the OOM killer prints before it picks a victim.
+    ("kernel_oom_task_table",
+     r"^\[\s*\d+\.\d+\] (?:\[\s*\d+\](?:\s+-?\d+){8,9}\s+\S|\s*oom_kill_process\+0x"
+     r"|Tasks state \(memory values in pages\))",
+     _V.RESTART_AFTER_CLEANUP, "kernel_oom", ("] [", "oom_kill_process", "tasks state")),
     ("os_oom_killed",
      # bash job-control lines ("./run_rl_swarm.sh: line 266: 33498 Killed: 9  python")
      # and the bare forms; never anchored, since they follow tqdm bars on one line.
      r"\b\d+\s+Killed(?::\s*9)?(?:\s|$)|\[\d+\][+-]?\s+Killed\b|^\s*Killed(?::\s*9)?\s*$"
-     r"|(?:s/it|it/s)\]\s*Killed\b|\bzsh: killed\s|Out of memory: Killed process",
+     r"|(?:s/it|it/s)\]\s*Killed\b|\bzsh: killed\s",
      _V.RESTART_AFTER_CLEANUP, "os_oom_killed", ("killed",)),
     # --- restart: the trainer died or its DHT cannot be used again in place.
+    ("download_failed",
+     r"git clone .{0,600}? did not run successfully|\bCould not fetch URL\b"
+     r"|We couldn't connect to 'https://huggingface\.co'",
+     _V.RESTART, "download_failed", ("did not run successfully", "could not fetch url", "couldn't connect")),
     ("p2pd_startup_timeout", rf"Daemon failed to start in {_NUM} seconds",
      _V.RESTART, "p2pd_startup_timeout", ("daemon failed",)),
     ("p2pd_bootstrap_unreachable",
@@ -147,6 +234,10 @@ _BUILTINS: tuple[tuple[str, str, Verdict, str, tuple[str, ...]], ...] = (
      _V.RESTART, "p2pd_bootstrap_unreachable", ("daemon failed",)),
     ("p2pd_daemon_error", r"\bP2PDaemonError\b|Daemon failed to start\b",
      _V.RESTART, "p2pd_error", ("p2pdaemonerror", "daemon failed")),
+    # hivemind with ensure_bootstrap_success=False only warns and runs alone: re-join.
+    ("dht_bootstrap_warning",
+     r"\[WARN(?:ING)?\].{0,300}?(?:DHTNode bootstrap failed|none of the initial_peers responded)",
+     _V.RECONNECT_DHT, "dht_bootstrap_warning", ("bootstrap failed", "initial_peers")),
     ("dht_bootstrap_failed", r"DHTNode bootstrap failed",
      _V.RESTART, "dht_bootstrap_failed", ("bootstrap failed",)),
     ("dht_child_error", r"\[hivemind\.dht\.dht\._run:\d+\]",
@@ -166,6 +257,10 @@ _BUILTINS: tuple[tuple[str, str, Verdict, str, tuple[str, ...]], ...] = (
     ("accelerate_current_batch",
      r"local variable 'current_batch' (?:where it is not associated|referenced before)",
      _V.RESTART, "accelerate_current_batch", ("current_batch",)),
+    # The upstream launcher's own line after its trainer died: a restart, unless the
+    # cause before it (most severe wins) says more.
+    ("launcher_error_detected", r">> An error was detected while running",
+     _V.RESTART, "trainer_exited", ("error was detected",)),
     ("train_loop_exception",
      r"Encountered error during training!|\bException during training\b"
      r"|Exception occurred during game run",
@@ -177,6 +272,20 @@ _BUILTINS: tuple[tuple[str, str, Verdict, str, tuple[str, ...]], ...] = (
      _V.RECONNECT_DHT, "dht_rpc_error", ("coroutine",)),
     # --- transient: reward submission fails and the node carries on (the genrl
     # banner says so itself); the policy counts these.
+    # A library that says at WARN level it caught something and goes on.
+    ("warn_caught_retry",
+     r"\[WARN(?:ING)?\].{0,300}?(?:[Cc]aught (?:an )?exception|[Rr]etrying\b|will retry)",
+     _V.TRANSIENT_IGNORE, "caught_exception", ("caught", "retr")),
+    # asyncio's complaints about tasks of a loop that goes on (or is shutting down).
+    ("asyncio_noise",
+     r"Task was destroyed but it is pending|(?:Task|Future) exception was never retrieved|Event loop is closed",
+     _V.TRANSIENT_IGNORE, "asyncio_noise", ("task was destroyed", "never retrieved", "event loop is closed")),
+    # hivemind's p2pd client warns about a daemon reply it did not expect and goes on.
+    ("p2pd_control_warning",
+     r"\[WARN(?:ING)?\]\s?\[[\w.]*p2p_daemon_bindings[\w.]*:\d+\].{0,200}?(?:unexpected response|daemonError)",
+     _V.TRANSIENT_IGNORE, "p2pd_warning", ("p2p_daemon_bindings",)),
+    ("reward_submit_banner", r"most likely transient and will recover",
+     _V.TRANSIENT_IGNORE, "reward_submit", ("transient",)),
     ("reward_submit_failed", r"Failed to submit (?:to chain|reward)",
      _V.TRANSIENT_IGNORE, "reward_submit", ("failed to submit",)),
     ("reward_submit_http",
@@ -203,12 +312,25 @@ _BUILTINS: tuple[tuple[str, str, Verdict, str, tuple[str, ...]], ...] = (
      _V.HEALTHY_PROGRESS, "round", ("submitting winners",)),
     ("training_start", r"Starting training \S+ \S+ for [\d.]+ epochs",
      _V.HEALTHY_PROGRESS, "round", ("starting training",)),
+    # Loading, mapping and downloading bars are startup, not training steps: a node can
+    # print `Map:` bars every round while it trains alone or not at all.
+    ("loading_bar",
+     r"(?:Loading (?:checkpoint shards|weights|dataset shards)|\bMap(?: \(num_proc=\d+\))?|\bFilter"
+     r"|Generating \w+ split|Download\w*[^:|]{0,80}|Fetching \d+ files|Resolving data files|Saving the dataset[^:|]{0,80}"
+     r"|[\w.-]{1,200}\.(?:safetensors|bin|json|model|txt|py|gguf|parquet|arrow|jsonl|msgpack|h5|pt))"
+     r":\s{0,4}\d{1,3}%\|"
+     r"|\d{1,3}%\|[^|]{0,1000}\|[^\[]{0,200}\[[^\]]{0,200}?(?:[kMGT]?i?B/s|examples/s)\]",
+     _V.HEALTHY_PROGRESS, "startup", ("%|",)),
     # tqdm: "75%|███▊ | 15/20 [1:58:20<48:37, 583.49s/it]"; the rate is optional
     # (`?it/s`, `examples/s`, `MB/s` give no step time).
     ("tqdm_progress",
      rf"\d{{1,3}}%\|[^|]{{0,1000}}\|[^\[]{{0,200}}\[[^\]]{{0,200}}?(?:(?<![\d.])(?:(?P<step_seconds>{_NUM})s/it"
      rf"|(?P<its>{_NUM})it/s))?\]",
      _V.HEALTHY_PROGRESS, "step", ("%|",)),
+    # tqdm without a total ("loss = 2.080: 303it [00:02, 114.72it/s]").
+    ("tqdm_count",
+     rf"\b\d+it \[[\d:]+(?:<[^,\]]*)?,\s*(?:(?P<its>{_NUM})it/s|(?P<step_seconds>{_NUM})s/it)\]",
+     _V.HEALTHY_PROGRESS, "step", ("it [",)),
     ("train_metrics", r"\{'(?:loss|train_runtime)': ",
      _V.HEALTHY_PROGRESS, "step", ("'loss'", "'train_runtime'")),
     # --- startup: alive, not yet training (the identity check is NOT a conflict).
@@ -223,6 +345,21 @@ _BUILTINS: tuple[tuple[str, str, Verdict, str, tuple[str, ...]], ...] = (
      _V.HEALTHY_PROGRESS, "startup", ("hello",)),
     ("data_manager_ready", r"Data Manager initialized",
      _V.HEALTHY_PROGRESS, "startup", ("manager initialized",)),
+    ("login_done", r"API key is activated|Found userData\.json|userData\.json found",
+     _V.HEALTHY_PROGRESS, "startup", ("activated", "userdata.json")),
+    # --- waiting for a person: alive, not progress; `operator.OperatorWatch` turns a
+    # loop of these into `operator_needed`.
+    ("login_server_error", r"^\s+at \S.{0,300}/modal-login/node_modules/",
+     _V.OPERATOR_NEEDED, "login_server_error", ("modal-login",)),
+    ("api_key_wait", r"Waiting for API key to (?:be|become) activated",
+     _V.HEALTHY_IDLE, "operator_wait", ("waiting for api key",)),
+    ("login_wait", r"Waiting for (?:modal )?userData\.json to be created",
+     _V.HEALTHY_IDLE, "operator_wait", ("userdata.json",)),
+    ("login_display_missing",
+     r"Missing X server or \$DISPLAY|cannot open display|Failed to open (?:the )?(?:browser|http://localhost)",
+     _V.HEALTHY_IDLE, "operator_wait", ("display", "failed to open")),
+    ("prompt_unanswered", r"\[(?:[yY]/[nN]|yes/no)\]:?\s*$",
+     _V.HEALTHY_IDLE, "prompt", ("/n]", "yes/no]")),
 )
 # fmt: on
 
@@ -262,7 +399,13 @@ _GATE_SEEDS = (
     "training",
     "socket",
     "bootstrap",
+    "oom",
+    "waiting",
+    "display",
 )
+
+# A log record at WARN level (hivemind, genrl, stdlib logging formats).
+_WARN_RECORD = re.compile(r"\[WARN(?:ING)?\]|\]\[WARNING\] - |^WARNING:[\w.]+:| WARNING [\w.]+:\d+")
 
 # CSI (colours, cursor moves), OSC (titles, hyperlinks) and two-byte escapes.
 _ANSI = re.compile(
@@ -309,20 +452,22 @@ def _rule_from_spec(spec: RuleSpec) -> Rule:
         raise ValueError(
             f"rule {name!r}: bad pattern {spec.pattern!r}: {exc}"
         ) from None
-    if pattern.search("") is not None:
+    exception = spec.exception
+    if not exception and pattern.search("") is not None:
         raise ValueError(f"rule {name!r}: pattern {spec.pattern!r} matches every line")
-    return Rule(name, pattern, verdict, spec.kind or name)
+    return Rule(name, pattern, verdict, spec.kind or name, exception)
 
 
 class Classifier:
     """Applies an ordered rule list to one line at a time; holds no other state."""
 
-    __slots__ = ("_always", "_by_token", "_gate", "_gate_rx", "_rules")
+    __slots__ = ("_always", "_by_token", "_exception_rules", "_gate", "_gate_rx", "_rules")
 
     def __init__(self, rules: Sequence[Rule] | None = None) -> None:
-        self._rules: tuple[Rule, ...] = tuple(
-            _DEFAULT_RULES if rules is None else rules
-        )
+        given = tuple(_DEFAULT_RULES if rules is None else rules)
+        # Exception rules judge traceback blocks (see `analyze`), never single lines.
+        self._exception_rules = tuple(r for r in given if r.exception)
+        self._rules: tuple[Rule, ...] = tuple(r for r in given if not r.exception)
         # Rules we know tokens for are only tried when a token occurs; any other rule
         # (user-written, or a built-in whose pattern was replaced) is always tried.
         always: list[int] = []
@@ -348,6 +493,17 @@ class Classifier:
     @property
     def rules(self) -> tuple[Rule, ...]:
         return self._rules
+
+    @property
+    def has_exception_rules(self) -> bool:
+        return bool(self._exception_rules)
+
+    def exception_rule(self, exc_type: str, final_line: str) -> Rule | None:
+        """The first user rule naming this final exception type, if any."""
+        for rule in self._exception_rules:
+            if rule.matches_exception(exc_type, final_line):
+                return rule
+        return None
 
     def classify(self, line: str) -> Signal | None:
         """The signal of the first matching rule, or None when no rule knows the line.
@@ -399,7 +555,12 @@ class Classifier:
             rule = self._rules[i]
             match = rule.pattern.search(line)
             if match is not None:
-                return _signal(rule, match, line)
+                sig = _signal(rule, match, line)
+                if sig.verdict is Verdict.GIVE_UP_FATAL and _WARN_RECORD.search(line):
+                    # A library logged the error at WARN level and goes on (a
+                    # reachability probe missing a file): not the node's death.
+                    return replace(sig, verdict=Verdict.TRANSIENT_IGNORE, kind="warning")
+                return sig
         return None
 
 
@@ -445,11 +606,9 @@ def _float(text: str | None) -> float | None:
 def file_verdict(
     lines: Iterable[str], classifier: Classifier
 ) -> tuple[Verdict | None, list[Signal]]:
-    """The verdict of a whole log: that of its most severe signal, with the signals
-    that carry it (in order). `(None, [])` when no line matched any rule."""
-    signals = [s for s in map(classifier.classify, lines) if s is not None]
-    if not signals:
-        return None, []
-    worst = max(s.verdict.severity for s in signals)
-    top = [s for s in signals if s.verdict.severity == worst]
-    return top[0].verdict, top
+    """The verdict of a whole log and the signals that carry it (in order); `(None, [])`
+    when nothing matched. Tracebacks count as whole blocks (see `analyze.judge_lines`)."""
+    from swarmd.analyze import judge_lines
+
+    judged = judge_lines(lines, classifier)
+    return judged.verdict, list(judged.deciding)

@@ -75,7 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     cls = cmd("classify", _classify, "print FILE<TAB>VERDICT: what swarmd would do after reading each log")
     cls.add_argument("files", nargs="+", type=Path)
     cls.add_argument("--config", "-c", default=None, help="use the [[rules]] of this monitor.toml too")
-    cls.add_argument("-v", "--verbose", action="store_true", help="also print the lines that drove each verdict")
+    cls.add_argument("-v", "--verbose", action="store_true",
+                     help="also print the rule, the fix and the block (traceback or lines) that decided")
+    cls.add_argument("--json", action="store_true", help="one JSON object per file (verdict, rule, kind, fix, block)")
     return p
 
 
@@ -275,8 +277,14 @@ def read_log_lines(path: Path) -> list[str]:
     return [ln for ln in text.split("\n") if not ln.startswith(_CORPUS_HEADERS)]
 
 
+# A file where no rule matched: nothing to act on, the node writes output.
+_NO_SIGNAL_VERDICT = "healthy_progress"
+_BLOCK_HEAD, _BLOCK_TAIL = 8, 24  # lines of a long deciding traceback shown by -v
+
+
 def _classify(args: argparse.Namespace) -> int:
-    from swarmd.classify import Classifier, build_rules, file_verdict
+    from swarmd.analyze import judge_lines
+    from swarmd.classify import Classifier, build_rules
 
     specs: tuple[Any, ...] = ()
     if args.config:
@@ -285,14 +293,42 @@ def _classify(args: argparse.Namespace) -> int:
         specs = load(Path(args.config).resolve()).rules
     classifier = Classifier(build_rules(specs))
     for path in args.files:
-        verdict, signals = file_verdict(read_log_lines(path), classifier)
-        print(f"{path}\t{verdict.value if verdict else 'healthy_idle'}")
+        judged = judge_lines(read_log_lines(path), classifier)
+        verdict = judged.verdict.value if judged.verdict else _NO_SIGNAL_VERDICT
+        top = judged.deciding[0] if judged.deciding else None
+        if args.json:
+            print(json.dumps({
+                "file": str(path),
+                "verdict": verdict,
+                "rule": top.rule if top else None,
+                "kind": top.kind if top else None,
+                "fix": (top.fix or None) if top else None,
+                "block": list(top.block or (top.line,)) if top else [],
+                "deciding": [{"rule": s.rule, "kind": s.kind, "line": s.line} for s in judged.deciding],
+            }, ensure_ascii=False))
+            continue
+        print(f"{path}\t{verdict}")
         if args.verbose:
-            if not signals:
-                print("\t(no rule matched: nothing to act on)")
-            for sig in signals:
-                print(f"\t{sig.kind}: {sig.line.strip()[:300]}")
+            _print_decision(judged.deciding)
     return 0
+
+
+def _print_decision(deciding: Sequence[Any]) -> None:
+    if not deciding:
+        print("\t(no rule matched: nothing to act on)")
+        return
+    top = deciding[0]
+    print(f"\trule: {top.rule} (kind {top.kind})")
+    if top.fix:
+        print(f"\tfix: {top.fix}")
+    block = list(top.block) or [top.line]
+    if len(block) > _BLOCK_HEAD + _BLOCK_TAIL:
+        skipped = len(block) - _BLOCK_HEAD - _BLOCK_TAIL
+        block = [*block[:_BLOCK_HEAD], f"... ({skipped} lines) ...", *block[-_BLOCK_TAIL:]]
+    for line in block:
+        print(f"\t| {line.rstrip()[:300]}")
+    for sig in deciding[1:4]:
+        print(f"\talso: {sig.rule}: {sig.line.strip()[:200]}")
 
 
 def _tail(args: argparse.Namespace) -> int:

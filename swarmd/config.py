@@ -131,6 +131,7 @@ class RuleSpec:
     verdict: str  # a Verdict value, e.g. "restart"
     kind: str = ""
     enabled: bool = True
+    exception: str = ""  # a traceback's final exception type (e.g. "ModuleNotFoundError")
 
 
 @dataclass(frozen=True, slots=True)
@@ -763,12 +764,17 @@ def _rules(tables: list[_Table]) -> tuple[RuleSpec, ...]:
     specs: list[RuleSpec] = []
     for t in tables:
         name = t.string("name", "", required=True)
-        pattern = t.string("pattern", "", required=True)
+        exception = t.string("exception", "")
+        if exception and not re.fullmatch(r"[A-Za-z_][\w.]*", exception):
+            raise t.error("exception", f"{exception!r} is not an exception class name",
+                          "use the type a traceback ends with, e.g. 'ModuleNotFoundError' or 'torch.OutOfMemoryError'")
+        # A rule matches lines (pattern), a traceback's final exception (exception), or both.
+        pattern = t.string("pattern", "", required=not exception)
         if not name.strip():
             raise t.error("name", "must not be empty", "give the rule a short name, e.g. 'p2pd-timeout'")
         if any(spec.name == name for spec in specs):
             raise t.error("name", f"duplicate rule name {name!r}", "give each [[rules]] entry its own name")
-        if not pattern:
+        if not pattern and not exception:
             raise t.error("pattern", "must not be empty", "a regular expression matching the log line")
         try:
             re.compile(pattern)
@@ -783,5 +789,5 @@ def _rules(tables: list[_Table]) -> tuple[RuleSpec, ...]:
             hint = f"did you mean '{close[0]}'? " if close else ""
             raise t.error("verdict", f"unknown verdict {verdict!r}", f"{hint}one of: {', '.join(_VERDICTS)}")
         specs.append(RuleSpec(name=name, pattern=pattern, verdict=verdict,
-                              kind=t.string("kind", ""), enabled=t.boolean("enabled", True)))
+                              kind=t.string("kind", ""), enabled=t.boolean("enabled", True), exception=exception))
     return tuple(specs)

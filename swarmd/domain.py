@@ -19,6 +19,7 @@ class State(enum.Enum):
     RECONNECTING = "reconnecting"
     BACKOFF = "backoff"
     RESTARTING = "restarting"
+    OPERATOR_NEEDED = "operator_needed"  # alive, waiting for a person; no restarts
     FATAL = "fatal"
     STOPPING = "stopping"
     STOPPED = "stopped"
@@ -34,6 +35,9 @@ class Verdict(enum.Enum):
     RECONNECT_DHT = "reconnect_dht"
     RESTART = "restart"
     RESTART_AFTER_CLEANUP = "restart_after_cleanup"
+    # Above every restart (a restart cannot log a person in), below give-up (the node
+    # still runs and goes on by itself once the person acts).
+    OPERATOR_NEEDED = "operator_needed"
     GIVE_UP_FATAL = "give_up_fatal"
 
     @property
@@ -64,6 +68,9 @@ class Signal:
     stage: int | None = None
     step_seconds: float | None = None
     wait_seconds: float | None = None
+    # A traceback-decided signal carries its block; a fatal or operator one, the fix.
+    block: tuple[str, ...] = ()
+    fix: str = ""
 
 
 class Action(enum.Enum):
@@ -73,6 +80,7 @@ class Action(enum.Enum):
     RECONNECT_DHT = "reconnect_dht"
     RESTART = "restart"
     RESTART_AFTER_CLEANUP = "restart_after_cleanup"
+    WAIT_OPERATOR = "wait_operator"
     GIVE_UP = "give_up"
 
 

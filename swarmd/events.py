@@ -36,5 +36,14 @@ class ChildDown:
 
 
 @dataclass(frozen=True, slots=True)
+class KernelOom:
+    """The kernel's OOM killer killed `pid` (`name`); `line` is its record."""
+
+    pid: int
+    name: str
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeDone:
     result: ProbeResult

@@ -28,6 +28,7 @@ class Heartbeat:
     last_reward: float | None = None
     status: str = ""  # free text: "training", "waiting", "reconnecting", ...
     written_at: float | None = None  # wall-clock seconds when written
+    chain_queue: int | None = None  # chain submissions waiting on disk (None: no chain)
 
 
 def write_heartbeat(path: Path, beat: Heartbeat) -> None:
@@ -86,6 +87,7 @@ def _from_dict(data: dict[str, Any]) -> Heartbeat | None:
         round=integer("round"),
         stage=integer("stage"),
         peers=integer("peers"),
+        chain_queue=integer("chain_queue"),
         last_progress=num("last_progress"),
         step_seconds=steps,
         last_reward=num("last_reward"),

@@ -9,10 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from swarmd.analyze import LogAnalyzer
 from swarmd.classify import Classifier
 from swarmd.clock import Clock
 from swarmd.config import Config, ProbesConfig
-from swarmd.domain import Verdict
+from swarmd.domain import Signal, Verdict
 from swarmd.events import LineSeen, ProbeDone
 from swarmd.follow import FileFollower
 from swarmd.parts import Kept
@@ -101,9 +102,11 @@ class ProbeLoop:
 class LineGate:
     """Runs in a reader thread: classify a line and post only what matters.
 
-    Bare tqdm frames (progress without a round number) are coalesced to a few per
-    second, so a trainer printing 100k frames/s cannot flood the loop. The classifier
-    and the generation are read per line, so a reload's new rules apply at once.
+    Lines go through a `LogAnalyzer`, so a traceback is judged as a whole block and a
+    login loop as a loop. Bare tqdm frames (progress without a round number) are
+    coalesced to a few per second, so a trainer printing 100k frames/s cannot flood the
+    loop. The classifier and the generation are read per line, so a reload's new rules
+    apply at once (with a fresh analyzer).
     """
 
     def __init__(
@@ -118,13 +121,31 @@ class LineGate:
         self._gen = gen
         self._source = source
         self._last_frame = 0.0
+        self._lock = threading.Lock()  # the reader feeds, the loop flushes at an exit
+        self._analyzer: LogAnalyzer | None = None
+        self._analyzer_rules: Classifier | None = None
 
     def __call__(self, line: str, t: float) -> None:
-        sig = self._classifier().classify(line)
-        if sig is None:
-            return
-        if sig.verdict is Verdict.HEALTHY_PROGRESS and sig.round is None:
-            if t - self._last_frame < _FRAME_COALESCE:
-                return
-            self._last_frame = t
-        self._post(LineSeen(self._gen(), sig, t, self._source))
+        clf = self._classifier()
+        with self._lock:
+            an = self._analyzer
+            if an is None or self._analyzer_rules is not clf:
+                an = self._analyzer = LogAnalyzer(clf)
+                self._analyzer_rules = clf
+            signals = an.feed(line, t)
+        for sig in signals:
+            if sig.verdict is Verdict.HEALTHY_PROGRESS and sig.round is None and not sig.block:
+                if t - self._last_frame < _FRAME_COALESCE:
+                    continue
+                self._last_frame = t
+            self._post(LineSeen(self._gen(), sig, t, self._source))
+
+    def last_crash(self) -> Signal | None:
+        """Close the block still open (its writer exited) and return the last uncaught
+        traceback's signal: the exit context's evidence."""
+        with self._lock:
+            an = self._analyzer
+            if an is None:
+                return None
+            an.flush()
+            return an.last_crash

@@ -20,12 +20,13 @@ from typing import Any
 
 from swarmd.backoff import Backoff
 from swarmd.chain_watch import ChainEvent
-from swarmd.classify import Classifier, build_rules
+from swarmd.classify import Classifier, build_rules, is_progress
 from swarmd.clock import Clock
 from swarmd.config import Config
-from swarmd.domain import Action, Decision, ProbeResult, State, Verdict
+from swarmd.domain import Action, Decision, ProbeResult, Signal, State, Verdict
 from swarmd.errors import SpawnError
-from swarmd.events import ChildDown, ChildExited, LineSeen
+from swarmd.events import ChildDown, ChildExited, KernelOom, LineSeen
+from swarmd.exit_context import CONFIRMED_OOM_KINDS
 from swarmd.health import HeartbeatHealth
 from swarmd.heartbeat import Heartbeat
 from swarmd.inputs import LineGate
@@ -37,9 +38,14 @@ from swarmd.readiness import Readiness
 from swarmd.status_board import StatusBoard
 from swarmd.trainer_run import Launcher, Run
 
-# Start-up chatter is activity, but not proof that the node trains (READY waits for more).
-_NOT_READY_KINDS = frozenset({"startup"})
-_LIVE = (State.STARTING, State.RUNNING, State.DEGRADED, State.RECONNECTING)
+_KERNEL_RECORD_WAIT = 0.2  # seconds a SIGKILL exit waits for the kernel's OOM record
+
+
+def _tree(run: Run) -> dict[int, str]:
+    return {ref.pid: ref.name for ref in run.refs.values()}
+
+
+_LIVE = (State.STARTING, State.RUNNING, State.DEGRADED, State.RECONNECTING, State.OPERATOR_NEEDED)
 
 
 class Machine:
@@ -77,6 +83,10 @@ class Machine:
         self._pending: Decision | None = None
         self._decided_at = 0.0
         self._oom_next = False
+        self._stdout_gate: LineGate | None = None  # the current run's pipe analyzer
+        self._kernel_oom = ""  # the kernel's OOM record for a process of the current run
+        # Set by the supervisor when the kernel log is readable: (tree, timeout) -> record.
+        self.kernel_lookup: Callable[[Mapping[int, str], float], str] | None = None
         self.classifier = Classifier(build_rules(config.rules))
         self.policy = Policy(config.trainer, config.health, Backoff(config.restart))
 
@@ -106,6 +116,7 @@ class Machine:
             return
         self.run = run
         self._health.dht.watch(run.gen, run.child.pid, run.child.create_time)
+        self._kernel_oom = ""
         self.policy.child_started(now)
         self.restart_at = None
         self.log_event("child_started", pid=run.child.pid, argv=list(cfg.command), cwd=str(cfg.cwd))
@@ -114,7 +125,9 @@ class Machine:
             self.mark_ready("started")
 
     def _line_gate(self, gen: int) -> Callable[[str, float], None]:
-        return LineGate(lambda: self.classifier, self._post, lambda: gen, "stdout")
+        gate = LineGate(lambda: self.classifier, self._post, lambda: gen, "stdout")
+        self._stdout_gate = gate
+        return gate
 
     # -- events -----------------------------------------------------------------------------------
     def on_line(self, ev: LineSeen) -> None:
@@ -125,7 +138,7 @@ class Machine:
             self.board.signal_seen(sig, live=False)
             return  # the dying child's last words: logged in trainer.log, not acted on
         self.board.signal_seen(sig, live=True)
-        if sig.verdict in (Verdict.HEALTHY_PROGRESS, Verdict.HEALTHY_IDLE) and sig.kind not in _NOT_READY_KINDS:
+        if is_progress(sig):  # greetings, loading bars and login waits are not
             self.board.last_progress_mono = now
             self._on_progress(sig.kind)
         decision = self.policy.on_signal(sig, now)
@@ -141,6 +154,8 @@ class Machine:
             self.transition(State.RUNNING, "reconnected", why)
         elif self.state is State.DEGRADED and self.network_ok is not False:
             self.transition(State.RUNNING, "progress_seen", why)
+        elif self.state is State.OPERATOR_NEEDED:
+            self.transition(State.RUNNING, "operator_done", why)
 
     def on_exit(self, ev: ChildExited) -> None:
         run = self.run
@@ -150,7 +165,12 @@ class Machine:
         self.log_event("child_exited", pid=run.child.pid, returncode=ev.returncode, expected=run.stopping)
         if run.stopping:
             return  # the stop worker reports ChildDown
-        decision = self.policy.on_exit(ev.returncode, self.clock.monotonic())
+        crash = self._stdout_gate.last_crash() if self._stdout_gate is not None else None
+        kernel_oom = self._kernel_oom
+        if not kernel_oom and ev.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL) and self.kernel_lookup:
+            # The kernel writes its record as it kills; our reader may be a moment behind.
+            kernel_oom = self.kernel_lookup(_tree(run), _KERNEL_RECORD_WAIT)
+        decision = self.policy.on_exit(ev.returncode, self.clock.monotonic(), crash=crash, kernel_oom=kernel_oom)
         if decision.action is Action.NONE:
             self._pending = decision
             self.transition(State.STOPPING, decision.reason, decision.evidence)
@@ -181,6 +201,23 @@ class Machine:
         elif decision is not None:
             self.restart_at = self.clock.monotonic() + max(0.0, decision.delay - (self.clock.monotonic() - self._decided_at))
             self.transition(State.BACKOFF, decision.reason, decision.evidence, next_backoff=round(decision.delay, 3))
+
+    def on_kernel_oom(self, ev: KernelOom) -> None:
+        """The kernel killed a process for memory: ours (by pid and name in the recorded
+        tree) -> restart after cleanup with the kernel's line as evidence."""
+        run = self.run
+        if run is None or self.state not in _LIVE or _tree(run).get(ev.pid, None) is None:
+            return
+        if _tree(run)[ev.pid][:15] != ev.name[:15]:
+            return  # the pid was reused by a process that is not ours
+        self._kernel_oom = ev.line
+        self.log_event("kernel_oom", level="warning", pid=ev.pid, name=ev.name, evidence=ev.line[:500])
+        if run.exited is not None:
+            return  # the exit is being judged with it already
+        decision = self.policy.on_signal(
+            Signal("kernel_oom", Verdict.RESTART_AFTER_CLEANUP, ev.line, rule="kernel_log"), self.clock.monotonic()
+        )
+        self.apply(decision)
 
     def on_probe(self, result: ProbeResult) -> None:
         was = self.network_ok
@@ -259,6 +296,8 @@ class Machine:
             self._request_reconnect(decision)
         elif decision.action is Action.GIVE_UP:
             self._give_up(decision)
+        elif decision.action is Action.WAIT_OPERATOR:
+            self._wait_operator(decision)
         else:
             self._schedule_restart(decision)
 
@@ -284,7 +323,8 @@ class Machine:
     def _schedule_restart(self, decision: Decision) -> None:
         self.board.restarted(decision.reason, self.clock.wall())
         self.metrics.restart(decision.reason)
-        self._oom_next = decision.action is Action.RESTART_AFTER_CLEANUP
+        # Only the kernel's own OOM record proves an OOM (a SIGKILL may be anything).
+        self._oom_next = decision.action is Action.RESTART_AFTER_CLEANUP and decision.reason in CONFIRMED_OOM_KINDS
         self._pending = decision
         self._decided_at = self.clock.monotonic()
         if self.run is None:
@@ -293,6 +333,13 @@ class Machine:
             return
         self.transition(State.RESTARTING, decision.reason, decision.evidence, next_backoff=round(decision.delay, 3))
         self.begin_stop()
+
+    def _wait_operator(self, decision: Decision) -> None:
+        """The node waits for a person (login, API key, a prompt): say what to do, and
+        neither restart nor stall-restart it until it makes progress again."""
+        self.transition(State.OPERATOR_NEEDED, decision.reason, decision.evidence)
+        self.log_event("alert", level="warning", reason=decision.reason, evidence=decision.evidence[:1000],
+                       fix="the node waits for its operator: do what the evidence's fix says; swarmd resumes on progress")
 
     def _give_up(self, decision: Decision) -> None:
         self.transition(State.FATAL, decision.reason, decision.evidence)

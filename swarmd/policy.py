@@ -13,10 +13,14 @@ from collections import deque
 from dataclasses import dataclass
 
 from swarmd.backoff import Backoff
+from swarmd.classify import NOT_PROGRESS_KINDS
 from swarmd.config import HealthConfig, TrainerConfig
 from swarmd.domain import NO_DECISION, Action, Decision, Health, Signal, Verdict
+from swarmd.exit_context import ExitFacts, judge_exit
+from swarmd.operator import OPERATOR_KINDS
 
 _RECENT_STEPS = 32
+_RECENT_FAULTS = 16  # fault lines of this run kept for the exit context
 # A burst of the same DHT complaint must cost one SIGUSR1, not one per line.
 _RECONNECT_COOLDOWN_FLOOR = 10.0
 
@@ -45,6 +49,10 @@ class Policy:
         self._steps: deque[float] = deque(maxlen=_RECENT_STEPS)
         self._last_wait = 0.0
         self._last_fault: Signal | None = None
+        self._faults: deque[Signal] = deque(maxlen=_RECENT_FAULTS)
+        self._waiting: Signal | None = None  # the node's last "waiting for a person" line
+        self._crash: Signal | None = None  # the last uncaught traceback of this run
+        self._operator = False  # operator_needed reported: no stall restarts until progress
         self._reconnect: _Reconnect | None = None
         self._failed_reconnects = 0
         self._peers_low_since: float | None = None
@@ -55,6 +63,10 @@ class Policy:
         self._last_activity = now
         self._last_wait = 0.0
         self._last_fault = None
+        self._faults.clear()
+        self._crash = None
+        self._waiting = None
+        self._operator = False
         self._reconnect = None
         self._failed_reconnects = 0
         self._peers_low_since = None
@@ -63,6 +75,8 @@ class Policy:
     def activity(self, now: float, step_seconds: float | None = None) -> None:
         """Progress seen (a progress line, or the heartbeat file changed)."""
         self._last_activity = max(self._last_activity, now)
+        self._waiting = None
+        self._operator = False
         if step_seconds is not None and step_seconds > 0:
             self._steps.append(step_seconds)
         rec = self._reconnect
@@ -83,9 +97,18 @@ class Policy:
     def reconnect_pending(self) -> bool:
         return self._reconnect is not None
 
+    @property
+    def operator_needed(self) -> bool:
+        return self._operator
+
     # -- decisions ------------------------------------------------------------------------
     def on_signal(self, sig: Signal, now: float) -> Decision:
         verdict = sig.verdict
+        if sig.kind in OPERATOR_KINDS:
+            self._waiting = sig  # alive, but only a person moves it on (see on_tick)
+            return NO_DECISION
+        if sig.kind in NOT_PROGRESS_KINDS:
+            return NO_DECISION  # greetings and loading bars prove no training
         if verdict is Verdict.HEALTHY_PROGRESS:
             self.activity(now, sig.step_seconds)
             return NO_DECISION
@@ -97,41 +120,45 @@ class Policy:
         if verdict is Verdict.TRANSIENT_IGNORE:
             return NO_DECISION
         self._last_fault = sig
+        self._faults.append(sig)
+        if sig.block and verdict is Verdict.RESTART:
+            # An uncaught traceback whose cure is a restart: the process is about to
+            # exit (then the exit context decides) or goes on (then it was not fatal to
+            # it, and stall detection still watches). Restarting now could only cut
+            # off the evidence that follows.
+            self._crash = sig
+            return NO_DECISION
+        if verdict is Verdict.OPERATOR_NEEDED:
+            return self._wait_operator(sig)
         if verdict is Verdict.GIVE_UP_FATAL:
-            return Decision(Action.GIVE_UP, sig.kind, sig.line)
+            return Decision(Action.GIVE_UP, sig.kind, _with_fix(sig))
         if verdict is Verdict.RECONNECT_DHT:
             return self._reconnect_or_restart(sig.kind, sig.line, now)
         action = Action.RESTART_AFTER_CLEANUP if verdict is Verdict.RESTART_AFTER_CLEANUP else Action.RESTART
         return self.restart(action, sig.kind, sig.line, now)
 
-    def on_exit(self, returncode: int, now: float) -> Decision:
-        """The trainer exited without being asked to."""
+    def on_exit(self, returncode: int, now: float, crash: Signal | None = None, kernel_oom: str = "") -> Decision:
+        """The trainer exited without being asked to: `exit_context` judges the exit
+        status with the last uncaught traceback (`crash`), this run's fault lines and
+        the kernel's OOM record, if any."""
         self.backoff.stopped()
-        fault = self._last_fault
-        if fault is not None and fault.verdict is Verdict.GIVE_UP_FATAL:
-            return Decision(Action.GIVE_UP, fault.kind, fault.line)
-        if returncode in self._trainer.fatal_exit_codes:
-            return Decision(
-                Action.GIVE_UP,
-                f"exit_code_{returncode}_is_fatal",
-                fault.line if fault else f"trainer exited with code {returncode}",
+        judged = judge_exit(
+            ExitFacts(
+                returncode,
+                crash=crash if crash is not None else self._crash,
+                faults=tuple(self._faults),
+                kernel_oom=kernel_oom,
+                exit_zero_is_failure=self._trainer.exit_zero_is_failure,
+                fatal_exit_codes=frozenset(self._trainer.fatal_exit_codes),
             )
-        if returncode == 0 and not self._trainer.exit_zero_is_failure:
-            return Decision(Action.NONE, "clean_exit", "trainer exited with code 0")
-        if fault is not None and fault.verdict.is_fault:
-            action = (
-                Action.RESTART_AFTER_CLEANUP
-                if fault.verdict is Verdict.RESTART_AFTER_CLEANUP
-                else Action.RESTART
-            )
-            return self.restart(action, fault.kind, fault.line, now)
-        if returncode in (-9, 137):
-            return self.restart(
-                Action.RESTART_AFTER_CLEANUP, "killed_sigkill", f"trainer killed by SIGKILL (rc={returncode}); OOM killer?", now
-            )
-        if returncode < 0:
-            return self.restart(Action.RESTART, f"killed_signal_{-returncode}", f"trainer killed by signal {-returncode}", now)
-        return self.restart(Action.RESTART, "exit_nonzero", f"trainer exited with code {returncode}", now)
+        )
+        evidence = f"{judged.evidence} (fix: {judged.fix})" if judged.fix else judged.evidence
+        if judged.verdict is None:
+            return Decision(Action.NONE, judged.kind, evidence)
+        if judged.verdict is Verdict.GIVE_UP_FATAL:
+            return Decision(Action.GIVE_UP, judged.kind, evidence)
+        action = Action.RESTART_AFTER_CLEANUP if judged.verdict is Verdict.RESTART_AFTER_CLEANUP else Action.RESTART
+        return self.restart(action, judged.kind, evidence, now)
 
     def on_tick(self, now: float, health: Health) -> Decision:
         """Periodic check while a trainer runs: healthy reset, stall, peers, p2pd."""
@@ -156,7 +183,12 @@ class Policy:
             # Keep the original cause, so the eventual restart names what never healed.
             return self._reconnect_or_restart(rec.cause or "reconnect_timed_out", rec.evidence, now)
         silent = now - self._last_activity
+        if self._operator:
+            return NO_DECISION  # waiting for a person: a restart would only ask again
         if silent > self.stall_threshold() and now - self._started_at > self._health.startup_grace:
+            if self._waiting is not None:
+                # Silent since it asked for a person: that is the wait, not a hang.
+                return self._wait_operator(self._waiting)
             return self.restart(
                 Action.RESTART, "stall", f"no progress and no heartbeat change for {silent:.0f}s", now
             )
@@ -177,6 +209,12 @@ class Policy:
         return Decision(action, reason, evidence, self.backoff.next_delay(now))
 
     # -- helpers --------------------------------------------------------------------------
+    def _wait_operator(self, sig: Signal) -> Decision:
+        if self._operator:
+            return NO_DECISION  # reported once per episode
+        self._operator = True
+        return Decision(Action.WAIT_OPERATOR, "operator_needed", _with_fix(sig))
+
     def _healed(self, cause: str, health: Health) -> bool:
         if cause in _DHT_FAULTS:
             return health.p2pd_alive is True
@@ -215,3 +253,7 @@ class Policy:
             )
         self._reconnect = _Reconnect(now, evidence, reason)
         return Decision(Action.RECONNECT_DHT, reason, evidence)
+
+
+def _with_fix(sig: Signal) -> str:
+    return f"{sig.line} (fix: {sig.fix})" if sig.fix else sig.line

@@ -25,10 +25,11 @@ from swarmd.control import ControlRequest
 from swarmd.dht_health import DhtHealth
 from swarmd.domain import Action, Decision, State
 from swarmd.errors import ConfigError
-from swarmd.events import ChildDown, ChildExited, LineSeen, ProbeDone
+from swarmd.events import ChildDown, ChildExited, KernelOom, LineSeen, ProbeDone
 from swarmd.health import HeartbeatHealth
 from swarmd.identity import HostLocks, IdentityTaken
 from swarmd.inputs import Followers, ProbeLoop
+from swarmd.kernel_log import KernelWatch
 from swarmd.machine import Machine
 from swarmd.metrics import Metrics
 from swarmd.notify import Notifier
@@ -96,7 +97,11 @@ class Supervisor:
             config.logs.follow, classifier=lambda: self.machine.classifier, gen=lambda: launcher.gen,
             post=self.events.put, count_line=self.metrics.lines, clock=clock,
         )
-        for part in (followers, ProbeLoop(config.probes, self.events.put), self._health, self._readiness, self._dht, self._chain):
+        # The kernel's OOM records: the only proof that a SIGKILL was an OOM kill.
+        kernel = KernelWatch(self.events.put, log)
+        self.machine.kernel_lookup = kernel.lookup
+        parts = (followers, ProbeLoop(config.probes, self.events.put), self._health, self._readiness, kernel, self._dht, self._chain)
+        for part in parts:
             self.parts.add(part)
 
     # -- public -----------------------------------------------------------------------------
@@ -218,6 +223,8 @@ class Supervisor:
             self._on_control(event.verb)
         elif isinstance(event, ProbeDone):
             m.on_probe(event.result)
+        elif isinstance(event, KernelOom):
+            m.on_kernel_oom(event)
         elif isinstance(event, DhtLook):
             self.metrics.set_p2pd_up(self._dht.on_look(event).alive)
             if event.gen == m.launcher.gen and event.parts.identity is not None:

@@ -1,82 +1,43 @@
-"""A real local chain for tests: anvil from the npm registry (installed by
-scripts/setup.sh into tools/node_modules), on a free loopback port, with a minimal
-coordinator whose currentRound()/currentStage() the test sets by hand."""
+"""A real local chain for swarmd's chain tests: anvil (scripts/chain-tools.sh installs it
+into tools/node_modules) running our SwarmCoordinator behind its proxy, deployed and
+advanced with the chain helpers of `trainer.coordinator`, as the demo chain does.
+
+`stop()` + `start()` on the same port is a chain reset: a fresh chain, the contract
+redeployed at the same address (same deployer, same nonce), round 0 again.
+"""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
-from pathlib import Path
-
 import pytest
-import requests
+from eth_account import Account
 
-REPO = Path(__file__).resolve().parents[2]
-ANVIL = REPO / "tools" / "node_modules" / ".bin" / "anvil"  # scripts/chain-tools.sh installs it
-CHAIN_ID = 685685
-CONTRACT = "0x00000000000000000000000000000000c0ffee01"
-# currentStage() (0x5bf5d54c) returns storage slot 1, any other call slot 0
-# (currentRound): sload(eq(selector, 0x5bf5d54c)), returned as one 32-byte word.
-RUNTIME = "0x600035" "60e01c" "635bf5d54c14" "54" "600052" "60206000f3"
+from trainer.coordinator.deploy import deploy
+from trainer.coordinator.localchain import ANVIL, DEFAULT_CHAIN_ID, DEV_KEY, Anvil
+from trainer.coordinator.rpc import ChainClient
 
-
-def _anvil_path() -> str:
-    if ANVIL.exists():
-        return str(ANVIL)
-    found = shutil.which("anvil")
-    if found is None:
-        pytest.skip(f"{ANVIL} missing: run bash scripts/setup.sh (needs npm)")
-    return found
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+CHAIN_ID = DEFAULT_CHAIN_ID
 
 
 class Chain:
-    """One anvil process on a loopback port; `restart` gives a fresh chain (block 0,
-    no contracts) on the same URL, as a reset testnet or a restarted devnet does."""
-
     def __init__(self) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
+        if not ANVIL.exists():
+            pytest.skip(f"{ANVIL} missing: run bash scripts/setup.sh (needs npm)")
+        self._anvil = Anvil()
+        self.url = self._anvil.url
+        self.port = self._anvil.port
+        self.address = ""
+        self._owner = Account.from_key(DEV_KEY)
         self.start()
 
     def start(self) -> None:
-        argv = [_anvil_path(), "--port", str(self.port), "--chain-id", str(CHAIN_ID), "--silent"]
-        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.rpc("eth_chainId")
-            except requests.RequestException:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise
-                time.sleep(0.1)
-            else:
-                return
+        self._anvil.start()
+        self.address, _ = deploy(self.url, self._owner)
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
+        self._anvil.stop()
 
-    def rpc(self, method: str, *params: object) -> object:
-        body = {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
-        answer = requests.post(self.url, json=body, timeout=5).json()
-        assert "error" not in answer, answer
-        return answer["result"]
-
-    def coordinator(self, rnd: int, stage: int = 0) -> None:
-        self.rpc("anvil_setCode", CONTRACT, RUNTIME)
-        self.rpc("anvil_setStorageAt", CONTRACT, "0x" + "0" * 64, f"0x{rnd:064x}")
-        self.rpc("anvil_setStorageAt", CONTRACT, "0x" + "0" * 63 + "1", f"0x{stage:064x}")
-        self.rpc("evm_mine")
-
-
+    def advance_to(self, rnd: int) -> None:
+        """The stage manager's job: with one stage per round each call is a new round."""
+        client = ChainClient(self.url, self.address, account=self._owner, chain_id=CHAIN_ID)
+        while client.call("currentRound") < rnd:
+            client.transact("updateStageAndRound")

@@ -91,13 +91,24 @@ def _install_signals(flags: Flags) -> None:
 
 def _run(cfg: config_mod.NodeConfig, ident: Identity, flags: Flags, config_path: Path,
          overrides: tuple[str, ...]) -> int:
-    from trainer.coordinator import DhtCoordinator
+    from trainer.coordinator import Coordinator, DhtCoordinator
     from trainer.dht import DhtExchange, SwarmDht, read_peers_file, write_peers_file
     from trainer.node import LoopSettings, Node
 
+    chain = None
+    if cfg.chain_rpc_url:
+        from trainer.coordinator.settings import ChainSettingError
+
+        try:
+            chain = _open_chain(cfg, ident)
+        except ChainSettingError as exc:
+            print(f"trainer: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
     peers = list(cfg.initial_peers)
     if cfg.initial_peers_file is not None:
         peers += [p for p in read_peers_file(cfg.initial_peers_file, ident.peer_id) if p not in peers]
+    if chain is not None:
+        peers += [p for p in chain.bootnodes(exclude=ident.peer_id) if p not in peers]
     dht = SwarmDht(cfg.identity_path, host_maddrs=cfg.host_maddrs, announce_maddrs=cfg.announce_maddrs,
                    initial_peers=peers, startup_timeout=cfg.dht_startup_timeout,
                    attempts=cfg.dht_start_attempts)
@@ -124,8 +135,15 @@ def _run(cfg: config_mod.NodeConfig, ident: Identity, flags: Flags, config_path:
                                max_bytes=cfg.max_record_bytes, expected_peers=dht.visible_peers,
                                seed=cfg.seed)
         clock = SystemClock()
-        coordinator = DhtCoordinator(dht, ident.peer_id, namespace=cfg.namespace,
-                                     round_seconds=cfg.round_seconds, stages=cfg.stages, wall=clock.wall)
+        coordinator: Coordinator
+        if chain is not None:
+            chain.publish_bootnodes(dht.visible_maddrs())
+            coordinator = chain.start()
+            print(f"Connected to the coordinator contract {chain.client.address} "
+                  f"(chain {cfg.chain_id}) as {chain.address}", flush=True)
+        else:
+            coordinator = DhtCoordinator(dht, ident.peer_id, namespace=cfg.namespace,
+                                         round_seconds=cfg.round_seconds, stages=cfg.stages, wall=clock.wall)
         settings = LoopSettings(
             peer_id=ident.peer_id, animal=ident.animal, heartbeat_path=cfg.heartbeat_path,
             prompts_per_round=cfg.prompts_per_round, max_external=cfg.max_external,
@@ -138,9 +156,24 @@ def _run(cfg: config_mod.NodeConfig, ident: Identity, flags: Flags, config_path:
                     on_round=helpers.check if helpers else (lambda: None))
         return node.run()
     finally:
+        if chain is not None:
+            chain.stop()
         if helpers is not None:
             helpers.stop()
         dht.shutdown()
+
+
+def _open_chain(cfg: config_mod.NodeConfig, ident: Identity) -> Any:
+    """Check the chain settings and link our peer id (before the DHT: bootnodes come from it)."""
+    from trainer.coordinator.connect import ChainLink
+    from trainer.coordinator.settings import ChainSettings
+
+    assert cfg.chain_key_path is not None  # noqa: S101  (config defaults it under state_dir)
+    return ChainLink.open(ChainSettings(
+        rpc_url=cfg.chain_rpc_url, contract=cfg.chain_contract, chain_id=cfg.chain_id,
+        key_path=cfg.chain_key_path, queue_dir=cfg.state_dir / "chain-queue", rpc_timeout=cfg.chain_rpc_timeout,
+        poll_seconds=cfg.chain_poll_seconds, queue_max=cfg.chain_queue_max,
+    ), ident.peer_id)
 
 
 def _build_learner(cfg: config_mod.NodeConfig) -> tuple[Any, Any]:
@@ -182,7 +215,7 @@ class LocalSwarm:
             f'state_dir="{state}"', f'identity_path="{state / "swarm.pem"}"',
             f'checkpoint_dir="{state / "checkpoints"}"', f'heartbeat_path="{state / "trainer.json"}"',
             f"initial_peers={peers}", 'initial_peers_file=""', "local_swarm_peers=0",
-            f"seed={self.cfg.seed + k}",
+            f"seed={self.cfg.seed + k}", f'chain_key_path="{state / "chain.key"}"',
         ]
         argv = [sys.executable, "-m", "trainer", "--config", str(self.config_path)]
         for item in (*[o for o in self.overrides if not o.startswith("local_swarm_peers")], *extra):

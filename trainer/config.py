@@ -17,6 +17,7 @@ config error come back in milliseconds, without torch.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -71,11 +72,20 @@ class NodeConfig:
     max_record_bytes: int = 256 * 1024
     gather_timeout: float = 10.0
     local_swarm_peers: int = 0  # extra helper peers this process spawns (local demo)
+    # chain (empty chain_rpc_url: the off-chain DHT clock)
+    chain_rpc_url: str = ""
+    chain_contract: str = ""
+    chain_id: int = 685685
+    chain_key_path: Path | None = None  # default <state_dir>/chain.key, created on first start
+    chain_rpc_timeout: float = 10.0
+    chain_poll_seconds: float = 1.0
+    chain_queue_max: int = 10_000
 
 
-_PATHS = {"identity_path", "state_dir", "checkpoint_dir", "heartbeat_path", "gsm8k_path", "initial_peers_file"}
+_PATHS = {"identity_path", "state_dir", "checkpoint_dir", "heartbeat_path", "gsm8k_path", "initial_peers_file",
+          "chain_key_path"}
 _LISTS = {"families", "host_maddrs", "announce_maddrs", "initial_peers"}
-_OPTIONAL = {"gsm8k_path", "initial_peers_file", "hf_push_repo"}
+_OPTIONAL = {"gsm8k_path", "initial_peers_file", "hf_push_repo", "chain_key_path"}
 _SECRET_KEYS = {"hf_token", "huggingface_access_token", "token"}
 
 
@@ -132,6 +142,8 @@ def _build(raw: dict[str, Any], source: str, base_dir: Path, env: dict[str, str]
     values.setdefault("identity_path", state_dir / "swarm.pem")
     values.setdefault("checkpoint_dir", state_dir / "checkpoints")
     values.setdefault("heartbeat_path", state_dir / "trainer.json")
+    if values.get("chain_key_path") is None:
+        values["chain_key_path"] = state_dir / "chain.key"
     values["hf_token"] = env.get("HF_TOKEN") or env.get("HUGGINGFACE_ACCESS_TOKEN") or None
     cfg = NodeConfig(**values)
     _validate(cfg, source)
@@ -198,5 +210,17 @@ def _validate(cfg: NodeConfig, source: str) -> None:
         raise bad("namespace", "must be non-empty and contain no ':'", 'namespace = "my-swarm"')
     if not cfg.families:
         raise bad("families", "needs at least one task family", 'families = ["local_arith"]')
+    if cfg.chain_rpc_url:
+        if not cfg.chain_rpc_url.startswith(("http://", "https://")):
+            raise bad("chain_rpc_url", "must be an http(s):// JSON-RPC URL", 'chain_rpc_url = "http://127.0.0.1:8545"')
+        if not re.fullmatch(r"0x[0-9a-fA-F]{40}", cfg.chain_contract):
+            raise bad("chain_contract", "must be the contract's 0x address (40 hex digits) when chain_rpc_url is set",
+                      'chain_contract = "0x..." (printed by python -m trainer.coordinator.deploy)')
+    for key in ("chain_id", "chain_queue_max"):
+        if getattr(cfg, key) < 1:
+            raise bad(key, "must be at least 1", f"{key} = 1")
+    for key in ("chain_rpc_timeout", "chain_poll_seconds"):
+        if getattr(cfg, key) <= 0:
+            raise bad(key, "must be positive", f"{key} = 1.0")
     if cfg.hf_push_repo and cfg.hf_push_every and not cfg.hf_token:
         raise bad("hf_push_repo", "pushing needs a token", "export HF_TOKEN (never put it in the file)")

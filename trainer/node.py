@@ -138,7 +138,7 @@ class Node:
             pid=os.getpid(), peer_id=self.s.peer_id, animal=self.s.animal, round=st.round,
             stage=st.stage, peers=st.peers, last_progress=st.last_progress,
             step_seconds=tuple(st.step_seconds), last_reward=st.last_reward, status=status,
-            written_at=self.clock.wall(),
+            written_at=self.clock.wall(), chain_queue=self.coordinator.queue_depth(),
         ))
         self._beat_at = now
 
@@ -181,6 +181,9 @@ class Node:
         hint = self.coordinator.seconds_until_next()
         if hint is not None:
             delay = min(delay, hint + 0.05)
+        poll = self.coordinator.poll_seconds()
+        if poll is not None:
+            delay = min(delay, poll)
         return max(0.05, delay)
 
     def train_round(self, rnd: int, stage: int) -> None:

@@ -42,7 +42,7 @@ def assert_clean(report: Report, *, lines_lost: int = 0) -> None:
 
 
 def test_kill_9_of_the_trainer_restarts_with_cleanup_and_loses_no_line(fault: Fault) -> None:
-    """kill -9 -> restart_after_cleanup/killed_sigkill, a new trainer running, every line of both runs logged."""
+    """kill -9 -> restart/killed_sigkill (not an OOM without a kernel record, #9), a new trainer running, every line of both runs logged."""
     assert_clean(scenarios.kill9_trainer(fault))
 
 

@@ -3,10 +3,17 @@ re-published by every peer, and the capped back-off table of a finished node."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from swarmd.clock import FakeClock
-from trainer.coordinator import DhtCoordinator, schedule_position, wait_seconds
+from trainer.coordinator.offchain import (
+    DhtCoordinator,
+    choose_anchor,
+    schedule_position,
+    wait_seconds,
+)
 from trainer.exchange import LocalBoard
 
 
@@ -64,16 +71,58 @@ def test_clock_survives_the_anchoring_peer_leaving() -> None:
     assert c.current_round() == (2, 0)
 
 
-def test_swarms_that_meet_converge_on_the_oldest_anchor() -> None:
-    """A peer with a newer anchor adopts the older one: its round only jumps forward."""
+def test_swarms_that_meet_converge_on_the_anchor_the_larger_side_holds() -> None:
+    """A lone peer with its own newer anchor meets a swarm of two: it adopts theirs, so its
+    round only jumps forward."""
     clock = FakeClock()
-    old_board = LocalBoard(clock.wall)
-    old = _coord(old_board, "A", clock)
-    old.current_round()
+    board = LocalBoard(clock.wall)
+    _coord(board, "A", clock).current_round()
+    _coord(board, "A2", clock).current_round()
     clock.advance(100)
-    young = _coord(old_board, "B", clock)
+    young = _coord(board, "B", clock)
     young._t0 = clock.wall()  # B had anchored its own isolated swarm just now
     assert young.current_round() == (3, 0)
+
+
+def test_one_peer_publishing_a_past_anchor_cannot_push_honest_rounds() -> None:
+    """Defect (#11): the clock took the earliest anchor from ANY signed peer, so one peer
+    publishing t0 = an hour ago moved every honest node 120 rounds ahead. One vote cannot
+    outvote the two honest peers' anchor."""
+    clock = FakeClock()
+    board = LocalBoard(clock.wall)
+    a, b = _coord(board, "A", clock), _coord(board, "B", clock)
+    assert a.current_round() == b.current_round() == (0, 0)
+    clock.advance(65)
+    board.put("ns:clock", "Evil", json.dumps({"t0": clock.wall() - 3600.0}).encode(), 60)
+    assert a.current_round() == (2, 0)
+    assert b.current_round() == (2, 0)
+    late = _coord(board, "C", clock)  # a node joining now follows the majority too
+    assert late.current_round() == (2, 0)
+
+
+def test_lone_node_does_not_follow_a_single_other_anchor_on_a_tie() -> None:
+    """One against one is indistinguishable from an attack: each keeps its own anchor."""
+    clock = FakeClock()
+    board = LocalBoard(clock.wall)
+    a = _coord(board, "A", clock)
+    a.current_round()
+    clock.advance(65)
+    board.put("ns:clock", "Evil", json.dumps({"t0": clock.wall() - 3600.0}).encode(), 60)
+    assert a.current_round() == (2, 0)
+
+
+@pytest.mark.parametrize(("own", "held", "expected"), [
+    (None, {}, None),
+    (None, {"X": 10.0, "Y": 20.0, "Z": 20.0}, 20.0),   # fresh: the majority, not the oldest
+    (None, {"X": 10.0, "Y": 20.0}, 10.0),              # fresh, tie: the oldest
+    (None, {"me": 50.0}, 50.0),                        # restarted alone: our old record
+    (20.0, {"X": 10.0, "Y": 10.0}, 10.0),              # outvoted 2:1
+    (20.0, {"X": 10.0, "Y": 20.0}, 20.0),              # 1:1 tie: stay
+    (20.0, {"X": 10.0, "W": 10.0, "Y": 20.0}, 10.0),   # 2:2 tie, older side has >= 2: move
+    (20.0, {"X": 5000.0, "Y": 5000.0}, 20.0),          # anchors in the future never count
+])
+def test_choose_anchor_votes(own: float | None, held: dict[str, float], expected: float | None) -> None:
+    assert choose_anchor(own, held, "me", now=1000.0) == expected
 
 
 def test_anchor_from_the_future_or_garbage_is_ignored() -> None:

@@ -80,7 +80,8 @@ FAULTS = [
     ("Failed to connect to UNIX socket at /tmp/hivemind-p2pd-i12aq_D1-4U.sock", "p2pd_stale_socket", V.RESTART_AFTER_CLEANUP),
     ("OSError: [Errno 98] Address already in use", "address_in_use", V.RESTART_AFTER_CLEANUP),
     ("Error: listen EADDRINUSE: address already in use :::3000", "address_in_use", V.RESTART_AFTER_CLEANUP),
-    ("P2PDaemonError: Identity from `/root/swarm.pem` is already taken by another peer", "p2pd_identity_taken", V.RESTART_AFTER_CLEANUP),
+    # Another node runs with this swarm.pem: a cleanup of our own tree cannot fix that (#9).
+    ("P2PDaemonError: Identity from `/root/swarm.pem` is already taken by another peer", "p2pd_identity_taken", V.GIVE_UP_FATAL),
     # DHT child crash: hivemind format, no timestamp, pipe errors, child banner
     ("Jun 27 04:10:43.681 [ERROR] [hivemind.dht.dht._run:130] [Errno 11] Resource temporarily unavailable", "dht_child_error", V.RESTART),
     (" [ERROR] [hivemind.dht.dht._run:131] [Errno 11] Resource temporarily unavailable", "dht_child_error", V.RESTART),
@@ -151,10 +152,8 @@ TRAPS_NONE = [
     "Terminated",
     ">> Shutting down trainer...",
     "zsh: terminated  ./run_rl_swarm.sh",
-    ">> An error was detected while running rl-swarm. See /root/rl-swarm/logs for full logs.",
     "Apr 06 13:19:21.850 [WARN] [hivemind.p2p.p2p_daemon_bindings.control.open_connection:62] zx-p2p path /tmp/hivemind-p2pd-i12aq_D1-4U.sock",
     "If you encounter this error, please report it to Gensyn by",
-    "This is most likely transient and will recover.",
     "INFO:hivemind_exp.gsm8k.stage_utils:x:Could not retrieve local outputs for round 33 stage 1",
     "UserWarning: resource_tracker: There appear to be 5 leaked semaphore objects to clean up at shutdown",
     "",
@@ -337,7 +336,6 @@ def test_round_fetch_retry_is_idle_whatever_error_it_quotes(clf: Classifier) -> 
         ("9.20s/it", 9.2),
         ("2.50it/s", 0.4),
         ("?it/s", None),
-        ("590.21 examples/s", None),
     ],
 )
 def test_tqdm_rate_gives_step_seconds(
@@ -458,6 +456,38 @@ def test_empty_rule_list_matches_nothing() -> None:
         )
         is None
     )
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "train:  45%|████▌     | 9/20 [01:23<01:41, 590.21 examples/s]",
+        "Map: 100%|██████████| 2/2 [00:00<00:00, 265.85 examples/s]",
+        "Loading checkpoint shards: 100%|██████████| 2/2 [00:03<00:00,  1.60s/it]",
+        "model.safetensors: 100%|██████████| 988M/988M [00:09<00:00, 104MB/s]",
+        "Generating train split: 100%|██████████| 7473/7473 [00:00<00:00, 86411.25 examples/s]",
+    ],
+)
+def test_loading_and_data_bars_are_startup_not_steps(clf: Classifier, line: str) -> None:
+    """Model loading, dataset mapping and download bars prove no training (#9, #10):
+    they are startup, so they neither mark READY nor reset the stall clock."""
+    assert sig(clf, line).kind == "startup"
+
+
+def test_launcher_error_line_alone_is_a_restart_but_never_hides_the_cause(clf: Classifier) -> None:
+    """The upstream launcher's "An error was detected" follows every trainer death: alone
+    it says "restart"; after a real cause the cause decides (most severe wins)."""
+    launcher = ">> An error was detected while running rl-swarm. See /root/rl-swarm/logs for full logs."
+    assert file_verdict([launcher], clf)[0] is V.RESTART
+    verdict, signals = file_verdict(["./run_rl_swarm.sh: line 270: python: command not found", launcher], clf)
+    assert verdict is V.GIVE_UP_FATAL
+    assert signals[0].rule == "command_not_found"
+
+
+def test_reward_banner_alone_is_transient(clf: Classifier) -> None:
+    """genrl's own "most likely transient" banner (the excerpt may start after the
+    "Failed to submit" line) is reward-submission noise."""
+    assert sig(clf, "This is most likely transient and will recover.").verdict is V.TRANSIENT_IGNORE
 
 
 # --- file verdict ----------------------------------------------------------------

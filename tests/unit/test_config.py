@@ -341,6 +341,7 @@ def test_non_loopback_bind_error() -> None:
         (MINIMAL + "[web]\nport = 70000\n", "web.port", 4, "between 0 and 65535"),
         (MINIMAL + '[control]\nsocket = "/' + "s" * 120 + '"\n', "control.socket", 4, "longer than 107 bytes"),
         (MINIMAL + "[[rules]]\nname = 'r'\nverdict = 'restart'\n", "rules[0].pattern", 3, "is required"),
+        (MINIMAL + "[[rules]]\nname = 'r'\nexception = 'No Module'\nverdict = 'restart'\n", "rules[0].exception", 5, "is not an exception class name"),
         (MINIMAL + "[[rules]]\nname = 'r'\npattern = '('\nverdict = 'restart'\n", "rules[0].pattern", 5, "invalid regular expression"),
         (MINIMAL + "[[rules]]\nname = 'r'\npattern = 'x'\nverdict = 'restrat'\n", "rules[0].verdict", 6, "unknown verdict 'restrat'"),
         (MINIMAL + "[[rules]]\nname = ''\npattern = 'x'\nverdict = 'restart'\n", "rules[0].name", 4, "must not be empty"),
@@ -594,6 +595,14 @@ def test_min_interval_above_max_delay_is_rejected() -> None:
     with pytest.raises(ConfigError) as err:
         parse('[trainer]\ncommand = ["x"]\n[restart]\ninitial_delay = 1\nmax_delay = 2\nmin_interval = 5\n', "m.toml", Path("/"))
     assert str(err.value).startswith("m.toml:6: [restart.min_interval] min_interval (5s) is more than max_delay (2s)")
+
+
+def test_rule_may_name_a_final_exception_instead_of_a_pattern(tmp_path: Path) -> None:
+    """`exception = "ModuleNotFoundError"` is a rule on its own (no pattern needed)."""
+    path = tmp_path / "monitor.toml"
+    path.write_text(MINIMAL + "[[rules]]\nname = 'no-hydra'\nexception = 'ModuleNotFoundError'\nverdict = 'give_up_fatal'\n")
+    cfg = load(path)
+    assert cfg.rules == (RuleSpec(name="no-hydra", pattern="", verdict="give_up_fatal", exception="ModuleNotFoundError"),)
 
 
 # ------------------------------------------------------------- reconnect, identity, chain

@@ -88,8 +88,9 @@ def test_repeated_restart_signals_walk_the_backoff_curve() -> None:
     ("rc", "action", "reason"),
     [
         (1, Action.RESTART, "exit_nonzero"),
-        (137, Action.RESTART_AFTER_CLEANUP, "killed_sigkill"),
-        (-9, Action.RESTART_AFTER_CLEANUP, "killed_sigkill"),
+        # SIGKILL is not OOM unless the kernel says so (#9): a plain restart.
+        (137, Action.RESTART, "killed_sigkill"),
+        (-9, Action.RESTART, "killed_sigkill"),
         (-11, Action.RESTART, "killed_signal_11"),
         (2, Action.GIVE_UP, "exit_code_2_is_fatal"),
         (78, Action.GIVE_UP, "exit_code_78_is_fatal"),
@@ -97,7 +98,7 @@ def test_repeated_restart_signals_walk_the_backoff_curve() -> None:
     ],
 )
 def test_exit_codes_map_to_actions(rc: int, action: Action, reason: str) -> None:
-    """Config errors are fatal at once, 137/SIGKILL gets cleanup, 0 is a deliberate stop."""
+    """Config errors are fatal at once, 137/SIGKILL a plain restart, 0 is a deliberate stop."""
     d = _policy().on_exit(rc, 5.0)
     assert (d.action, d.reason) == (action, reason)
 
@@ -188,3 +189,51 @@ def test_dead_p2pd_with_a_live_trainer_reconnects_first() -> None:
     """p2pd gone while the trainer lives: re-bootstrap in place before any restart."""
     d = _policy().on_tick(30.0, Health(network_ok=True, p2pd_alive=False))
     assert (d.action, d.reason) == (Action.RECONNECT_DHT, "p2pd_gone")
+
+
+def test_kernel_confirmed_oom_exit_restarts_after_cleanup() -> None:
+    """Only the kernel's OOM record turns a SIGKILL into an OOM (cleanup first)."""
+    d = _policy().on_exit(-9, 5.0, kernel_oom="Out of memory: Killed process 7 (python)")
+    assert (d.action, d.reason) == (Action.RESTART_AFTER_CLEANUP, "kernel_oom")
+
+
+def test_fatal_traceback_at_exit_gives_up_at_once_with_the_fix() -> None:
+    """A crash whose cause a restart cannot fix stops restarts with the first exit."""
+    crash = Signal("dependency_missing", Verdict.GIVE_UP_FATAL, "ModuleNotFoundError: No module named 'hydra'",
+                   block=("Traceback (most recent call last):",), fix="install hydra")
+    d = _policy().on_exit(1, 5.0, crash=crash)
+    assert (d.action, d.reason) == (Action.GIVE_UP, "dependency_missing")
+    assert "install hydra" in d.evidence
+
+
+def test_startup_lines_do_not_reset_the_stall_clock() -> None:
+    """Greetings and loading bars are not progress: a node that only greets stalls."""
+    p = _policy()
+    for t in range(0, 700, 10):
+        assert p.on_signal(sig(Verdict.HEALTHY_PROGRESS, "startup"), float(t)).action is Action.NONE
+    assert p.on_tick(701.0, Health()).reason == "stall"
+
+
+def test_operator_wait_loop_waits_for_the_operator_instead_of_restarting() -> None:
+    """A node waiting for its API key is reported once as operator_needed and is never
+    stall-restarted while it waits; progress ends the episode."""
+    p = _policy()
+    wait = Signal("operator_wait", Verdict.HEALTHY_IDLE, "Waiting for API key to be activated...")
+    decisions = []
+    for t in range(0, 3000, 5):
+        decisions.append(p.on_signal(wait, float(t)))
+        decisions.append(p.on_tick(float(t) + 1, Health()))
+    acted = [d for d in decisions if d.action is not Action.NONE]
+    assert [d.action for d in acted] == [Action.WAIT_OPERATOR]
+    assert p.operator_needed
+    p.on_signal(sig(Verdict.HEALTHY_PROGRESS, "round"), 3001.0)
+    assert not p.operator_needed
+
+
+def test_operator_needed_signal_waits_once() -> None:
+    p = _policy()
+    s = Signal("operator_needed", Verdict.OPERATOR_NEEDED, "Waiting...", fix="log in")
+    first = p.on_signal(s, 1.0)
+    assert (first.action, first.reason) == (Action.WAIT_OPERATOR, "operator_needed")
+    assert "log in" in first.evidence
+    assert p.on_signal(s, 2.0).action is Action.NONE

@@ -30,8 +30,9 @@ from swarmd.config import (
 )
 from swarmd.domain import Signal, State, Verdict
 from swarmd.errors import NotFound
-from swarmd.events import ChildDown, ChildExited, LineSeen
+from swarmd.events import ChildDown, ChildExited, KernelOom, LineSeen
 from swarmd.metrics import Metrics
+from swarmd.process import ProcRef
 from swarmd.signal_bridge import OsSignal
 from swarmd.supervisor import Supervisor
 from tests.fakes.doubles import FakeSpawner
@@ -298,18 +299,45 @@ def test_a_trainer_without_a_sigusr1_handler_is_restarted_never_signalled(h: Har
     assert h.sup.state is State.RESTARTING
 
 
-def test_unexpected_exit_137_restarts_with_cleanup_and_oom_fallback(tmp_path: Path, spawner: FakeSpawner, logs: list[dict[str, Any]]) -> None:
-    """kill -9 / OOM: restart_after_cleanup, and the OOM fallback env on the next start."""
+def test_unexpected_sigkill_is_a_plain_restart_without_oom_fallback(tmp_path: Path, spawner: FakeSpawner, logs: list[dict[str, Any]]) -> None:
+    """kill -9 with no kernel OOM record: restart, and the OOM fallback env stays unarmed
+    (#9: a SIGKILL is not an OOM unless the kernel says so; this test used to expect it armed)."""
     h = Harness(tmp_path, spawner, oom_fallback_env=(("BATCH", "1"),))
     try:
         h.sup.start()
         spawner.last.exit(-9)
         h.pump(ChildDown)
         h.advance(5.1)
+        assert len(spawner.calls) == 2
+        assert "BATCH" not in spawner.calls[-1].env
+        assert not any(e["event"] == "oom_fallback_applied" for e in logs)
+    finally:
+        h.sup.close()
+
+
+def test_kernel_confirmed_oom_restarts_with_cleanup_and_oom_fallback(tmp_path: Path, spawner: FakeSpawner, logs: list[dict[str, Any]]) -> None:
+    """The kernel's OOM record: restart_after_cleanup, and the OOM fallback env on the next start."""
+    h = Harness(tmp_path, spawner, oom_fallback_env=(("BATCH", "1"),))
+    try:
+        h.sup.start()
+        h.line(Verdict.RESTART_AFTER_CLEANUP, "kernel_oom")
+        h.pump(ChildDown)
+        h.advance(5.1)
         assert spawner.calls[-1].env["BATCH"] == "1"
         assert any(e["event"] == "oom_fallback_applied" for e in logs)
     finally:
         h.sup.close()
+
+
+def test_operator_needed_is_a_state_with_an_alert_and_progress_leaves_it(h: Harness, logs: list[dict[str, Any]]) -> None:
+    """Waiting for a person: state operator_needed, an alert with the fix, no restart."""
+    h.sup.start()
+    h.line(Verdict.OPERATOR_NEEDED, "operator_needed")
+    assert h.sup.state is State.OPERATOR_NEEDED
+    assert any(e["event"] == "alert" and e.get("reason") == "operator_needed" for e in logs)
+    assert len(h.spawner.calls) == 1
+    h.line(Verdict.HEALTHY_PROGRESS, "round", round=1)
+    assert h.sup.state is State.RUNNING
 
 
 def test_clean_exit_stops_the_supervisor(h: Harness) -> None:
@@ -326,3 +354,65 @@ def test_exit_event_of_an_old_generation_is_ignored(h: Harness) -> None:
     h.sup.start()
     h.sup.handle(ChildExited(gen=99, returncode=1))
     assert h.sup.state is State.STARTING
+
+
+def _record_tree(h: Harness, name: str) -> int:
+    """Put the fake trainer in its run's recorded tree, as remember_tree does for a real one."""
+    run = h.sup.machine.run
+    assert run is not None
+    pid = run.child.pid
+    run.refs[(pid, 1.0)] = ProcRef(pid, 1.0, name, ("python",))
+    return pid
+
+
+def test_kernel_oom_record_for_a_process_of_the_tree_restarts_after_cleanup(tmp_path: Path, spawner: FakeSpawner, logs: list[dict[str, Any]]) -> None:
+    """The kernel log reader's record (a recorded one here) for our pid: restart after
+    cleanup with the kernel's line, and the OOM fallback env armed."""
+    h = Harness(tmp_path, spawner, oom_fallback_env=(("BATCH", "1"),))
+    try:
+        h.sup.start()
+        pid = _record_tree(h, "python")
+        line = f"Out of memory: Killed process {pid} (python) total-vm:8123456kB"
+        h.sup.handle(KernelOom(pid, "python", line))
+        decision = next(e for e in logs if e["event"] == "decision")
+        assert (decision["action"], decision["reason"], decision["evidence"]) == ("restart_after_cleanup", "kernel_oom", line)
+        h.pump(ChildDown)
+        h.advance(5.1)
+        assert spawner.calls[-1].env["BATCH"] == "1"
+    finally:
+        h.sup.close()
+
+
+def test_kernel_oom_record_for_another_process_is_ignored(h: Harness, logs: list[dict[str, Any]]) -> None:
+    h.sup.start()
+    pid = _record_tree(h, "python")
+    h.sup.handle(KernelOom(pid + 100_000, "python", "Out of memory: Killed process 1 (python)"))
+    h.sup.handle(KernelOom(pid, "bash", "Out of memory: Killed process x (bash)"))  # a reused pid
+    assert not any(e["event"] == "decision" for e in logs)
+    assert h.sup.state is State.STARTING
+
+
+def test_fatal_traceback_on_the_pipe_gives_up_at_once(h: Harness, logs: list[dict[str, Any]]) -> None:
+    """A crash whose cause a restart cannot fix: fatal at once, no restart burnt."""
+    h.sup.start()
+    crash = Signal("dependency_missing", Verdict.GIVE_UP_FATAL, "ModuleNotFoundError: No module named 'hydra'",
+                   block=("Traceback (most recent call last):", "ModuleNotFoundError: No module named 'hydra'"),
+                   fix="install hydra")
+    h.sup.handle(LineSeen(h.sup.generation, crash, h.clock.monotonic(), "stdout"))
+    assert h.sup.state is State.FATAL
+    assert len(h.spawner.calls) == 1
+    assert "install hydra" in next(e for e in logs if e["event"] == "decision")["evidence"]
+
+
+def test_restartable_traceback_waits_for_the_exit_which_names_it(h: Harness, logs: list[dict[str, Any]]) -> None:
+    """An uncaught network error: no restart while the process may still go on; its exit
+    is then judged with the traceback, not as a bare 'exit 1'."""
+    h.sup.start()
+    crash = Signal("network_error", Verdict.RESTART, "ConnectionRefusedError: [Errno 111] Connection refused",
+                   block=("Traceback (most recent call last):", "ConnectionRefusedError: [Errno 111] Connection refused"))
+    h.sup.handle(LineSeen(h.sup.generation, crash, h.clock.monotonic(), "stdout"))
+    assert not any(e["event"] == "decision" for e in logs)
+    h.spawner.last.exit(1)
+    h.pump(ChildExited)
+    decision = next(e for e in logs if e["event"] == "decision")
+    assert (decision["action"], decision["reason"]) == ("restart", "network_error")

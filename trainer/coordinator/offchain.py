@@ -4,15 +4,20 @@ Upstream the chain is the clock (§3.5): a stage-manager service advances
 `currentRound` and nodes poll it. Without a chain, hm's DHT coordinator was one special
 node publishing `rl_swarm_rs`; when it left, the swarm stopped. `DhtCoordinator`
 instead derives the round from a wall-clock schedule anchored in a DHT record that
-EVERY peer re-publishes under its own subkey: the anchor is the earliest `t0` any peer
-holds, so the clock survives any peer leaving, and peers that met later converge on
-the oldest anchor (their round can only jump forward, which is the upstream skip-ahead).
+EVERY peer re-publishes under its own (signed) subkey, so the clock survives any peer
+leaving.
 
-Seam for the later web3 `ChainCoordinator` (a separate issue): implement `Coordinator`
-by reading `currentRound()`/`currentStage()` and POSTing rewards; return None from
-`seconds_until_next` (the chain gives no schedule). Nothing else in the node changes.
+Which anchor counts is a vote, not "the earliest": each peer's record is one vote for
+the t0 it holds, and a node moves to another anchor only when more peers hold it than
+hold its own (on a tie, only to an older anchor held by at least two peers). Taking the
+earliest anchor from anyone let a single peer publishing a t0 in the past push every
+honest node's rounds forward; now one peer cannot outvote two. Swarms that meet still
+converge, on the anchor the larger side holds. A majority of fabricated peer ids can
+still move the clock: that is the limit of any off-chain clock, and the reason the chain
+(`trainer.coordinator.chain`, one stage manager) is the clock when one is configured.
 
-Pure decision code (`schedule_position`, `wait_seconds`) takes numbers, not clocks.
+Pure decision code (`schedule_position`, `wait_seconds`, `choose_anchor`) takes numbers,
+not clocks.
 """
 
 from __future__ import annotations
@@ -39,12 +44,21 @@ class Coordinator(Protocol):
         """Time to the next (round, stage) when the clock is a known schedule, else None."""
         ...
 
+    def poll_seconds(self) -> float | None:
+        """How often a finished node re-reads a clock that has no schedule (None: the
+        capped back-off alone)."""
+        ...
+
     def submit_reward(self, round: int, stage: int, reward: float, peer_id: str) -> None: ...
 
     def resume_from(self, round: int) -> None:
         """The node resumed from its checkpoint of `round`. A clock that must start afresh
         (no peer holds one: the whole swarm restarted) starts there, not at round 0,
         where the node would idle `round` rounds. A chain clock ignores it."""
+        ...
+
+    def queue_depth(self) -> int | None:
+        """Submissions waiting on disk to reach the chain; None when there is no queue."""
         ...
 
 
@@ -89,16 +103,16 @@ class DhtCoordinator:
         return f"{self.namespace}:clock"
 
     def anchor(self) -> float:
-        """The earliest valid anchor seen so far (ours included); re-published under our
+        """The anchor the visible peers vote for (ours included); re-published under our
         own subkey so the record outlives whichever peer created it."""
         now = self.wall()
-        seen = [t for t in (_anchor_value(v) for v in self.board.get(self.clock_key, self.timeout).values()) if t is not None]
-        if self._t0 is not None:
-            seen.append(self._t0)
-        # Ignore anchors in the future. A new clock starts at our checkpoint's round; a
-        # live swarm's anchor (at or past that round, which came from it) is older, so
-        # min() still prefers it and a restarted node never drags the swarm forward.
-        t0 = min((t for t in seen if t <= now + 1.0), default=now - self._resume_round * self.round_seconds)
+        held = {peer: t for peer, raw in self.board.get(self.clock_key, self.timeout).items()
+                if (t := _anchor_value(raw)) is not None}
+        # A new clock starts at our checkpoint's round; a live swarm's anchor (at or past
+        # that round, which came from it) outvotes it, so a restarted node never drags the
+        # swarm forward.
+        chosen = choose_anchor(self._t0, held, self.peer_id, now)
+        t0 = chosen if chosen is not None else now - self._resume_round * self.round_seconds
         if t0 != self._t0 or now - self._published_at >= self.republish_every:
             payload = json.dumps({"t0": t0, "round_seconds": self.round_seconds, "stages": self.stages}).encode()
             self.board.put(self.clock_key, self.peer_id, payload, self.ttl)
@@ -118,6 +132,12 @@ class DhtCoordinator:
     def resume_from(self, round: int) -> None:
         self._resume_round = max(0, round)
 
+    def queue_depth(self) -> int | None:
+        return None
+
+    def poll_seconds(self) -> float | None:
+        return None
+
     def submit_reward(self, round: int, stage: int, reward: float, peer_id: str) -> None:
         """Best effort (W18: reporting never crashes training)."""
         key = f"{self.namespace}:rewards:{round}:{stage}"
@@ -125,6 +145,31 @@ class DhtCoordinator:
             self.board.put(key, peer_id, json.dumps({"reward": reward}).encode(), self.ttl)
         except (OSError, RuntimeError, TimeoutError) as exc:
             log.warning("reward_submit_failed", round=round, error=type(exc).__name__)
+
+
+def choose_anchor(own: float | None, held: dict[str, float], me: str, now: float) -> float | None:
+    """The anchor to follow, given ours (None before the first) and each peer's.
+
+    One vote per peer id (subkeys are signed: a peer cannot vote under another's id);
+    our own vote is for `own`, whatever our old record says. Anchors in the future are
+    ignored (they would move the round back). With no anchor anywhere: None.
+    """
+    ballots = {peer: t for peer, t in held.items() if peer != me}
+    mine = own if own is not None else held.get(me)  # before a restart: our old record
+    if mine is not None:
+        ballots[me] = mine
+    votes: dict[float, int] = {}
+    for t in ballots.values():
+        if t <= now + 1.0:
+            votes[t] = votes.get(t, 0) + 1
+    if not votes:
+        return None
+    best = min(votes, key=lambda t: (-votes[t], t))  # most votes, then the oldest
+    if own is None or own not in votes:
+        return best
+    if votes[best] > votes[own] or (votes[best] == votes[own] and best < own and votes[best] >= 2):
+        return best
+    return own
 
 
 def _anchor_value(raw: bytes) -> float | None:
