@@ -179,7 +179,7 @@ def alive(pid: int) -> bool:
         return False
 
 
-def watched_p2pd(d: Daemon, timeout: float = 90.0) -> psutil.Process:
+def watched_p2pd(d: Daemon, timeout: float = 150.0) -> psutil.Process:
     """The node's p2pd once `swarmd status` says it answers."""
     deadline = time.monotonic() + timeout
     dht: dict[str, Any] = {}

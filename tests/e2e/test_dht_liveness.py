@@ -22,7 +22,7 @@ import pytest
 from tests.e2e.daemon import Daemon, fake, watched_p2pd, write_config
 
 pytest.importorskip("hivemind", reason="needs hivemind (the trainer extra) for a real p2pd")
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(170)]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(300)]
 
 DETECT_GOAL_S = 10.0
 

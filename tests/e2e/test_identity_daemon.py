@@ -79,7 +79,7 @@ def test_a_log_followed_by_two_daemons_is_warned_about_naming_both(tmp_path: Pat
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(170)
+@pytest.mark.timeout(300)
 def test_the_key_p2pd_runs_with_is_locked_even_when_no_config_names_it(tmp_path: Path, daemons: list[Daemon]) -> None:
     """Nothing in either config names the swarm.pem; both nodes pass it to hivemind
     themselves. The first daemon locks it when it sees p2pd's `-id=`; the second gives

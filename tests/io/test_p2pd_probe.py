@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,44 +157,6 @@ def test_caught_signal_mask_tells_a_handler_from_the_default(node: Node, tmp_pat
         assert child.stdin is not None
         child.stdin.close()
     assert catches_signal(2**22 + 12345, signal.SIGUSR1) is None  # no such process
-
-
-def test_watcher_and_judgement_detect_a_killed_p2pd_within_10s() -> None:
-    node = Node()
-    try:
-        looks: list[DhtLook] = []
-        verdicts: list[tuple[float, str]] = []
-        tracker = P2pdLiveness()
-        done = threading.Event()
-
-        def post(look: DhtLook) -> None:
-            looks.append(look)
-            key = (look.parts.p2pd.pid, look.parts.p2pd.create_time) if look.parts.p2pd else None
-            answered = None if look.answer is None else look.answer.ok
-            judged = tracker.observe(Sighting(look.at, key, answered, look.answer.detail if look.answer else ""))
-            if judged.alive is False:
-                verdicts.append((time.monotonic(), judged.evidence))
-                done.set()
-
-        create_time = snapshot_tree(node.proc.pid)[0].create_time
-        watcher = DhtWatcher(post, interval=1.0, timeout=2.0)
-        watcher.watch(1, node.proc.pid, create_time)
-        deadline = time.monotonic() + 30
-        while not any(look.answer and look.answer.ok for look in looks[1:]) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        node.remember()
-        p2pd = pick_dht_parts(tree_procs(node.proc.pid), node.proc.pid).p2pd
-        assert p2pd is not None
-        killed_at = time.monotonic()
-        os.kill(p2pd.pid, signal.SIGKILL)
-        assert done.wait(30), f"not detected; last looks: {looks[-3:]}"
-        watcher.stop()
-        detect_s = verdicts[0][0] - killed_at
-        print(f"p2pd_detect_s={detect_s:.2f}")
-        assert detect_s <= 10.0
-        assert f"pid {p2pd.pid}" in verdicts[0][1]
-    finally:
-        node.end()
 
 
 def test_hiveminds_identity_check_daemon_is_not_judged_a_death(node: Node, tmp_path: Path) -> None:
