@@ -8,7 +8,6 @@ sleeps and never reads a clock: every method takes `now` (monotonic seconds).
 
 from __future__ import annotations
 
-import random
 from collections import deque
 
 import tenacity
@@ -29,12 +28,14 @@ class Backoff:
     capped at `max_delay` (jitter included: the cap is a promise to the operator).
     """
 
-    def __init__(self, cfg: RestartConfig, rng: random.Random | None = None) -> None:
+    def __init__(self, cfg: RestartConfig) -> None:
         self._cfg = cfg
-        self._rng = rng or random.Random()
-        self._wait = tenacity.wait_exponential(
+        wait: tenacity.wait.wait_base = tenacity.wait_exponential(
             multiplier=cfg.initial_delay, exp_base=cfg.multiplier, max=cfg.max_delay
         )
+        if cfg.jitter > 0:
+            wait = wait + tenacity.wait_random(0, cfg.jitter)
+        self._wait = wait
         self.attempts = 0
         self._last_start: float | None = None
         self._running_since: float | None = None
@@ -46,9 +47,7 @@ class Backoff:
 
     def delay_for(self, attempt: int) -> float:
         """The delay before restart number `attempt` (1-based), jitter included."""
-        base = self._wait(_retry_state(max(1, attempt)))
-        jitter = self._rng.uniform(0.0, self._cfg.jitter) if self._cfg.jitter > 0 else 0.0
-        return min(self._cfg.max_delay, base + jitter)
+        return min(self._cfg.max_delay, self._wait(_retry_state(max(1, attempt))))
 
     def next_delay(self, now: float) -> float:
         """Register one restart at `now` and return how long to wait before starting.

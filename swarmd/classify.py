@@ -169,6 +169,15 @@ _BUILTINS: tuple[tuple[str, str, Verdict, str, tuple[str, ...]], ...] = (
      r"|compute capability .{0,80}?(?:is not supported|not compatible|requires at least|is too (?:low|old))"
      r"|Torch not compiled with CUDA enabled)",
      _V.GIVE_UP_FATAL, "gpu_unsupported", ("capability", "not compiled with cuda")),
+    ("gpu_driver",
+     r"CUDA driver version is insufficient|Found no NVIDIA driver|NVIDIA driver on your system is too old"
+     r"|no CUDA-capable device is detected",
+     _V.GIVE_UP_FATAL, "gpu_unsupported", ("driver", "cuda-capable")),
+    ("python_version_unsupported",
+     r"requires a different Python: |Python \d\.\d+(?:\.\d+)? is not supported|requires Python (?:>=|version )",
+     _V.GIVE_UP_FATAL, "dependency_missing", ("different python", "is not supported", "requires python")),
+    ("node_module_missing", r"Error: Cannot find module '",
+     _V.GIVE_UP_FATAL, "dependency_missing", ("cannot find module",)),
     ("disk_full", r"No space left on device|\bENOSPC\b",
      _V.GIVE_UP_FATAL, "disk_full", ("no space left", "enospc")),
     ("binary_incompatible", r"cannot execute binary file|\bExec format error\b",

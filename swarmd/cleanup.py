@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from swarmd.p2pd import remove_stale_sockets
 from swarmd.process import (
     Child,
     PidFile,
@@ -21,7 +22,6 @@ from swarmd.process import (
     listening_ports,
     p2pd_sockets,
     ports_free,
-    remove_stale_sockets,
     snapshot_tree,
     stop_group,
     sweep_orphans,
@@ -58,7 +58,7 @@ def find_leftover_tree(pidfile: PidFile) -> tuple[int | None, list[ProcRef]] | N
     leftover = find_leftover(record)
     refs = {(r.pid, r.create_time): r for r in pidfile.read_tree() if is_alive(r)}
     if leftover is not None:
-        refs.update({(r.pid, r.create_time): r for r in snapshot_tree(leftover.pid) or [leftover]})
+        refs.update({(r.pid, r.create_time): r for r in snapshot_tree(leftover.pid, leftover.create_time) or [leftover]})
     if not refs:
         pidfile.remove()
         return None

@@ -14,10 +14,10 @@ import json
 import os
 import signal
 import sys
-import time
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from swarmd import __version__
 from swarmd.errors import SwarmdError
@@ -59,15 +59,19 @@ def _parser() -> argparse.ArgumentParser:
     for name, func, help_ in (
         ("status", _status, "show the running daemon's state"),
         ("restart", _control, "restart the trainer now (no back-off)"),
-        ("reload", _control, "re-read monitor.toml and restart the trainer"),
+        ("reload", _control, "re-read monitor.toml and restart the trainer (--dry-run: show what would change)"),
         ("stop", _control, "stop the trainer and the daemon"),
     ):
         sp = cmd(name, func, help_)
         sp.add_argument("--config", "-c", default=DEFAULT_CONFIG)
         if name == "status":
             sp.add_argument("--json", action="store_true", help="print the raw status as JSON")
+        if name == "reload":
+            sp.add_argument("--dry-run", action="store_true", help="print what a reload would change; change nothing")
     chk = cmd("check-config", _check_config, "validate a monitor.toml; exit 2 with file:line on error")
     chk.add_argument("file", nargs="?", default=DEFAULT_CONFIG)
+    chk.add_argument("--diff", action="store_true", help="also print what a reload would change in the running daemon")
+    chk.add_argument("--socket", type=Path, help="the running daemon's control socket, if the file moves it")
     tail = cmd("tail", _tail, "follow monitor.log with human formatting")
     tail.add_argument("--config", "-c", default=DEFAULT_CONFIG)
     tail.add_argument("-n", type=int, default=20, help="lines of history to show first")
@@ -86,11 +90,11 @@ def _run(args: argparse.Namespace) -> int:
     from swarmd.clock import SystemClock
     from swarmd.config import load
     from swarmd.endpoints import ControlEndpoint, WebEndpoint
-    from swarmd.logs import configure, get_logger
+    from swarmd.log_files import MonitorLog
+    from swarmd.logs import get_logger
     from swarmd.metrics import Metrics
     from swarmd.notify import Notifier
     from swarmd.process import PosixSpawner
-    from swarmd.rotating import RotatingLog
     from swarmd.signal_bridge import install
     from swarmd.supervisor import Supervisor
 
@@ -99,9 +103,7 @@ def _run(args: argparse.Namespace) -> int:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     config.logs.dir.mkdir(parents=True, exist_ok=True)
     with _single_instance(config.state_dir / "swarmd.lock"), _host_locks(config) as (locks, shared_logs):
-        monitor = RotatingLog(config.logs.monitor_log, config.logs.max_bytes, config.logs.keep, config.logs.compress)
-        console = None if (args.no_console or not config.logs.console) else sys.stderr
-        configure(monitor, console)
+        monitor = MonitorLog(config.logs, console_allowed=not args.no_console)
         log = get_logger()
         for followed, other in shared_logs:
             log.warning(
@@ -121,7 +123,8 @@ def _run(args: argparse.Namespace) -> int:
             config_path=path,
             locks=locks,
         )
-        sup.attach(ControlEndpoint(config, sup.snapshot, sup.post))
+        sup.attach(monitor)
+        sup.attach(ControlEndpoint(config, sup.snapshot, sup.post, sup.running_config))
         sup.attach(WebEndpoint(config, sup.snapshot, metrics, log))
         restore = install(sup.post)
         try:
@@ -191,6 +194,8 @@ def _socket_for(config_arg: str) -> Path:
 def _control(args: argparse.Namespace) -> int:
     from swarmd.control import request
 
+    if getattr(args, "dry_run", False):
+        return _print_diff(Path(args.config).resolve(), None)
     reply = request(_socket_for(args.config), args.verb)
     if not reply.get("ok"):
         print(f"swarmd: {reply.get('error', 'request refused')}", file=sys.stderr)
@@ -249,6 +254,7 @@ def render_status(s: dict[str, Any], color: bool = False) -> str:
         ("peer", f"{s.get('animal') or '-'} {s.get('peer_id') or ''}".strip()),
         ("p2pd", p2pd_line(s.get("dht") or {})),
         ("chain", chain_line(s.get("chain") or {})),
+        ("chain queue", "-" if s.get("chain_queue") is None else f"{s['chain_queue']} submissions waiting"),
         ("last progress", f"{dur(s.get('last_progress_age_s'))} ago" if s.get("last_progress_age_s") is not None else "-"),
         ("reward trend", trend),
         ("config", str(s.get("config_path", "-"))),
@@ -263,6 +269,22 @@ def _check_config(args: argparse.Namespace) -> int:
 
     cfg = load(Path(args.file).resolve())
     print(f"{args.file}: ok (trainer: {' '.join(cfg.trainer.command)})")
+    return _print_diff(Path(args.file).resolve(), args.socket) if args.diff else 0
+
+
+def _print_diff(path: Path, socket: Path | None) -> int:
+    """What a reload with `path` would change against the daemon's running config."""
+    from swarmd.config import load
+    from swarmd.config_diff import flatten, render_diff
+    from swarmd.control import request
+
+    new = load(path)
+    reply = request(socket or new.control_socket, "config")
+    running = reply.get("config")
+    if not reply.get("ok") or not isinstance(running, dict):
+        raise SwarmdError(f"{socket or new.control_socket}: the daemon did not send its config; fix: update swarmd and restart it")
+    lines = render_diff(running, flatten(new))
+    print("\n".join(lines) if lines else "a reload would change nothing")
     return 0
 
 
@@ -332,42 +354,34 @@ def _print_decision(deciding: Sequence[Any]) -> None:
 
 
 def _tail(args: argparse.Namespace) -> int:
+    from swarmd.clock import SystemClock
     from swarmd.config import load
+    from swarmd.follow import FileFollower
+    from swarmd.logs import configure
 
     path = load(Path(args.config).resolve()).logs.monitor_log
     color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
     try:
-        with path.open("rb") as fh:
-            lines = fh.readlines()[-args.n :] if args.n > 0 else []
-            for raw in lines:
-                print(format_event(raw.decode("utf-8", "replace"), color), flush=True)
-            if args.no_follow:
-                return 0
-            _follow(fh, path, color, sys.stdout)
+        history = path.read_bytes()
     except FileNotFoundError:
         raise SwarmdError(f"{path}: no monitor log yet; fix: start swarmd with `swarmd run`") from None
+    # Only complete lines: a half-written last line is printed whole by the follower.
+    done = history.rfind(b"\n") + 1
+    lines = history[:done].splitlines()[-args.n :] if args.n > 0 else []
+    for raw in lines:
+        print(format_event(raw.decode("utf-8", "replace"), color), flush=True)
+    if args.no_follow:
+        return 0
+    # The same follower the daemon uses: it survives rotation, truncation and deletion.
+    # Its own notes (rotated, reopened) are the daemon's business, not this output's.
+    configure(None, None)
+    follower = FileFollower([path], lambda _p, line, _t: print(format_event(line, color), flush=True), clock=SystemClock())
+    follower.start({path: done})
+    try:
+        threading.Event().wait()
+    finally:
+        follower.stop()
     return 0
-
-
-def _follow(fh: Any, path: Path, color: bool, out: TextIO) -> None:
-    """Follow by polling, reopening when the file is rotated (new inode) or truncated."""
-    ino = os.fstat(fh.fileno()).st_ino
-    buf = b""
-    while True:
-        chunk = fh.read(65536)
-        if chunk:
-            buf += chunk
-            *complete, buf = buf.split(b"\n")
-            for raw in complete:
-                print(format_event(raw.decode("utf-8", "replace"), color), file=out, flush=True)
-            continue
-        time.sleep(0.2)
-        with contextlib.suppress(FileNotFoundError):
-            st = path.stat()
-            if st.st_ino != ino or st.st_size < fh.tell():
-                fh.close()
-                fh = path.open("rb")
-                ino = os.fstat(fh.fileno()).st_ino
 
 
 _LEVEL_COLORS = {"debug": "2", "info": "32", "warning": "33", "error": "31", "critical": "1;31"}

@@ -1,7 +1,8 @@
 """The unix control socket: `swarmd status|restart|reload|stop` talk to a running daemon.
 
 One JSON request line in, one JSON reply line out. `status` reads the published
-snapshot; the other verbs only post an event to the supervisor's queue (they never
+snapshot, `config` the config in force (flat, secrets digested: what
+`check-config --diff` compares against); the other verbs only post an event to the supervisor's queue (they never
 touch its state directly) and reply that the request was queued.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 
 from swarmd.errors import ControlError
 
-VERBS = ("status", "restart", "reload", "stop")
+VERBS = ("status", "config", "restart", "reload", "stop")
 _MAX_REQUEST = 4096
 
 
@@ -34,10 +35,12 @@ class ControlServer:
         path: Path,
         snapshot: Callable[[], Mapping[str, Any]],
         post: Callable[[ControlRequest], None],
+        running_config: Callable[[], Mapping[str, Any]] = dict,
     ) -> None:
         self._path = path
         self._snapshot = snapshot
         self._post = post
+        self._running_config = running_config
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -92,6 +95,8 @@ class ControlServer:
             return _dump({"ok": False, "error": f"unknown verb; use one of {', '.join(VERBS)}"})
         if verb == "status":
             return _dump({"ok": True, "status": dict(self._snapshot())})
+        if verb == "config":
+            return _dump({"ok": True, "config": dict(self._running_config())})
         self._post(ControlRequest(str(verb)))
         return _dump({"ok": True, "queued": verb})
 

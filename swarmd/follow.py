@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import structlog
@@ -39,6 +39,9 @@ _MAX_PER_PASS = 4 * 1024 * 1024
 # How long a descriptor to a deleted (not replaced) file is kept, in case the writer
 # still appends to it before reopening.
 _DELETED_GRACE = 30.0
+# A file dropped by a reload is read to its end, but a writer still spewing into it
+# must not hold the switch: at most this many passes.
+_DROP_PASSES = 8
 
 
 class _Tracked:
@@ -53,7 +56,7 @@ class _Tracked:
         self.splitter = LineSplitter(max_line)
         self.missing_since: float | None = None
 
-    def open(self, at_end: bool) -> bool:
+    def open(self, at_end: bool, at: int | None = None) -> bool:
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
@@ -61,7 +64,7 @@ class _Tracked:
         st = os.fstat(fd)
         self.fd = fd
         self.ident = (st.st_dev, st.st_ino)
-        self.offset = os.lseek(fd, 0, os.SEEK_END) if at_end else 0
+        self.offset = at if at is not None else os.lseek(fd, 0, os.SEEK_END) if at_end else 0
         self.splitter = LineSplitter(self.max_line)
         self.missing_since = None
         return True
@@ -79,13 +82,14 @@ class _Waker(FileSystemEventHandler):
 
     def __init__(self, names: set[str], wake: threading.Event) -> None:
         super().__init__()
-        self._names = names
+        self.names = names  # replaced whole (never mutated) when the followed set changes
         self._wake = wake
 
     def on_any_event(self, event: FileSystemEvent) -> None:
+        names = self.names
         for p in (event.src_path, getattr(event, "dest_path", "")):
             name = os.fsdecode(p) if p else ""
-            if name and name in self._names:
+            if name and name in names:
                 self._wake.set()
                 return
 
@@ -107,9 +111,12 @@ class FileFollower:
         rescan_interval: float = 1.0,
         max_line: int = MAX_LINE,
     ) -> None:
+        self._max_line = max_line
         self._files = [
             _Tracked(Path(p).absolute(), max_line) for p in dict.fromkeys(paths)
         ]
+        self._changes: list[_Tracked] | None = None  # a new set for the reader to take
+        self._changes_lock = threading.Lock()
         self._on_line = on_line
         self._clock = clock
         self._rescan = rescan_interval
@@ -122,18 +129,50 @@ class FileFollower:
         self.lines_total = 0
         self.callback_errors = 0
 
-    def start(self) -> None:
-        """Open existing files at their end (synchronously), then follow in a thread."""
+    def start(self, offsets: Mapping[Path, int] | None = None) -> None:
+        """Open existing files at their end (synchronously), then follow in a thread.
+        `offsets`: start these files at this byte instead (`swarmd tail` has printed
+        the history up to there)."""
         if self._thread is not None:
             raise RuntimeError("FileFollower already started")
+        at = {Path(k).absolute(): v for k, v in (offsets or {}).items()}
         for t in self._files:
-            t.open(at_end=True)
+            t.open(at_end=True, at=at.get(t.path))
         self._observer = Observer()
         self._observer.daemon = True
         self._watch_dirs()
         self._observer.start()
         self._thread = threading.Thread(target=self._run, name="follow", daemon=True)
         self._thread.start()
+
+    @property
+    def paths(self) -> list[Path]:
+        with self._changes_lock:
+            files = self._changes if self._changes is not None else self._files
+            return [t.path for t in files]
+
+    def set_paths(self, paths: Sequence[Path]) -> None:
+        """Follow exactly `paths` from now on (a reload). Paths already followed keep
+        their offset; new ones that exist are opened at their end now, so nothing
+        written from this call on is missed; dropped ones are read to the end, then
+        closed. The reader thread makes the switch at its next pass."""
+        wanted = [Path(p).absolute() for p in dict.fromkeys(paths)]
+        with self._changes_lock:
+            current = {t.path: t for t in (self._changes if self._changes is not None else self._files)}
+            files = []
+            for path in wanted:
+                t = current.get(path)
+                if t is None:
+                    t = _Tracked(path, self._max_line)
+                    if self._thread is not None:
+                        t.open(at_end=True)
+                files.append(t)
+            if self._thread is None:
+                self._files = files
+                self._handler.names = {str(t.path) for t in files}
+                return
+            self._changes = files
+        self._wake.set()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Read what is already written, then stop the thread and close every fd."""
@@ -154,6 +193,7 @@ class FileFollower:
         while not self._stopping.is_set():
             self._wake.wait(self._rescan)
             self._wake.clear()
+            self._take_changes()
             if self._watch_dirs_needed():
                 self._watch_dirs()
             more = False
@@ -164,8 +204,25 @@ class FileFollower:
         for t in self._files:  # a last look so lines written just before stop count
             self._poll(t)
 
+    def _take_changes(self) -> None:
+        with self._changes_lock:
+            files, self._changes = self._changes, None
+        if files is None:
+            return
+        kept = {id(t) for t in files}
+        for t in self._files:
+            if id(t) not in kept:
+                for _ in range(_DROP_PASSES):  # what was written before the switch still counts
+                    if not self._poll(t):
+                        break
+                if t.fd is not None:
+                    self._emit_rest(t)
+                    t.close()
+        self._files = files
+        self._handler.names = {str(t.path) for t in files}
+
     def _watch_dirs_needed(self) -> bool:
-        return len(self._watched) < len({t.path.parent for t in self._files})
+        return bool({t.path.parent for t in self._files} - self._watched)
 
     def _watch_dirs(self) -> None:
         assert self._observer is not None  # noqa: S101 - start() sets it first

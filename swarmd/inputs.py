@@ -46,14 +46,23 @@ class Followers:
         self._clock = clock
         self._follower: FileFollower | None = None
         self._gates: dict[Path, LineGate] = {}
+        self._started = False
 
     def start(self) -> None:
+        self._started = True
         if not self.paths or self._follower is not None:
             return
         self._follower = FileFollower(list(self.paths), self._on_line, clock=self._clock)
         self._follower.start()
 
     def reconfigure(self, config: Config) -> list[Kept]:
+        """A new file is followed from now, a dropped one is read to its end and let
+        go; files in both lists keep their place (no line replayed or skipped)."""
+        self.paths = config.logs.follow
+        if self._follower is not None:
+            self._follower.set_paths(list(self.paths))
+        elif self._started:
+            self.start()
         return []
 
     def stop(self) -> None:
@@ -79,24 +88,45 @@ class ProbeLoop:
         self.settings = settings
         self._post = post
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._started = False
 
-    def start(self) -> None:
+    def start(self, *, at_once: bool = False) -> None:
+        """`at_once`: probe now instead of after the first interval (the first start
+        has its answer already: `Machine.begin` probes before starting the trainer)."""
+        self._started = True
         s = self.settings
-        if self._thread is not None or not (s.urls or s.tcp or s.dns):
+        if not (s.urls or s.tcp or s.dns):
             return
-        self._thread = threading.Thread(target=self._loop, name="probes", daemon=True)
-        self._thread.start()
+        self._stop = threading.Event()  # each thread has its own: a reload ends the old one
+        threading.Thread(target=self._loop, args=(s, self._stop, at_once), name="probes", daemon=True).start()
 
     def reconfigure(self, config: Config) -> list[Kept]:
+        """New targets, interval and timeout: the old thread ends (it may finish the
+        check it is in), a new one probes with the new settings at once."""
+        new = config.probes
+        if new == self.settings or not self._started:
+            self.settings = new
+            return []
+        self._stop.set()
+        self.settings = new
+        if not (new.urls or new.tcp or new.dns):
+            self._post(ProbeDone(probe_network(new)))  # "none configured": a failing old probe no longer holds
+        self.start(at_once=True)
         return []
 
     def stop(self) -> None:
         self._stop.set()
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.settings.interval):
-            self._post(ProbeDone(probe_network(self.settings)))
+    def _loop(self, settings: ProbesConfig, stop: threading.Event, at_once: bool) -> None:
+        if not at_once and stop.wait(settings.interval):
+            return
+        while True:
+            result = probe_network(settings)
+            if stop.is_set():
+                return  # a reload replaced these settings while the check ran
+            self._post(ProbeDone(result))
+            if stop.wait(settings.interval):
+                return
 
 
 class LineGate:
@@ -121,6 +151,7 @@ class LineGate:
         self._gen = gen
         self._source = source
         self._last_frame = 0.0
+        self._last_noise = 0.0
         self._lock = threading.Lock()  # the reader feeds, the loop flushes at an exit
         self._analyzer: LogAnalyzer | None = None
         self._analyzer_rules: Classifier | None = None
@@ -138,6 +169,12 @@ class LineGate:
                 if t - self._last_frame < _FRAME_COALESCE:
                     continue
                 self._last_frame = t
+            elif sig.verdict is Verdict.TRANSIENT_IGNORE:
+                # Noise decides nothing (the status page shows the latest): a library
+                # logging caught tracebacks by the hundred must not flood the loop.
+                if t - self._last_noise < _FRAME_COALESCE:
+                    continue
+                self._last_noise = t
             self._post(LineSeen(self._gen(), sig, t, self._source))
 
     def last_crash(self) -> Signal | None:

@@ -275,6 +275,7 @@ class Machine:
         self.board.heartbeat(beat)
         self.metrics.set_round(beat.round)
         self.metrics.set_peers(beat.peers)
+        self.metrics.set_chain_queue(beat.chain_queue)
         if beat.last_reward is not None:
             self.metrics.set_reward(beat.last_reward)
         self.board.last_progress_mono = self.clock.monotonic()

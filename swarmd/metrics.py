@@ -96,7 +96,13 @@ class Metrics:
         self._chain_block = Gauge(
             "swarmd_chain_block", "The chain's latest block number (NaN: unknown).", registry=self.registry
         )
-        for gauge in (self._round, self._peers, self._reward, self._p2pd_up, self._chain_rpc_up, self._chain_round, self._chain_block):
+        self._chain_queue = Gauge(
+            "swarmd_chain_queue_depth",
+            "Chain submissions the trainer has queued on disk, not yet on chain (NaN: no chain).",
+            registry=self.registry,
+        )
+        for gauge in (self._round, self._peers, self._reward, self._p2pd_up, self._chain_rpc_up, self._chain_round,
+                      self._chain_block, self._chain_queue):
             gauge.set(math.nan)
         self.set_state(State.STARTING)
 
@@ -126,6 +132,9 @@ class Metrics:
 
     def set_reward(self, x: float | None) -> None:
         self._reward.set(math.nan if x is None else float(x))
+
+    def set_chain_queue(self, n: int | None) -> None:
+        self._chain_queue.set(math.nan if n is None else float(n))
 
     def set_p2pd_up(self, alive: bool | None) -> None:
         self._p2pd_up.set(math.nan if alive is None else float(alive))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from swarmd.process import ProcRef, is_p2pd, p2pd_sockets
+from swarmd.p2pd import is_p2pd, listen_sockets
 
 # Request{type: IDENTIFY}, length-prefixed as the daemon's control protocol wants it
 # (hivemind p2p_daemon_bindings: an unsigned-varint length, then the protobuf bytes).
@@ -85,18 +85,14 @@ def tree_procs(root_pid: int, create_time: float | None = None) -> list[TreeProc
 
 def pick_dht_parts(procs: Sequence[TreeProc], root_pid: int) -> DhtParts:
     """Which of the tree's processes are the node's p2pd and DHT process."""
-    daemons = sorted((p for p in procs if p.pid != root_pid and is_p2pd(_ref(p))), key=lambda p: p.create_time)
+    daemons = sorted((p for p in procs if p.pid != root_pid and is_p2pd(p.name, p.cmdline)), key=lambda p: p.create_time)
     if not daemons:
         return DhtParts()
     p2pd = daemons[0]
     parent = next((p for p in procs if p.pid == p2pd.ppid), None)
     dht = parent if parent is not None and parent.pid != root_pid else None
-    sockets = p2pd_sockets([_ref(p2pd)])  # the `-listen` socket comes first
+    sockets = listen_sockets(p2pd.cmdline)  # the `-listen` socket comes first
     return DhtParts(p2pd, dht, sockets[0] if sockets else None, _identity_arg(p2pd.cmdline))
-
-
-def _ref(proc: TreeProc) -> ProcRef:
-    return ProcRef(proc.pid, proc.create_time, proc.name, proc.cmdline)
 
 
 def _identity_arg(argv: Sequence[str]) -> Path | None:
@@ -254,8 +250,16 @@ class DhtWatcher:
                 target = self._target
             began = time.monotonic()
             if target is not None:
-                self._post(look(*target, self._timeout))
+                seen = look(*target, self._timeout)
+                self._post(seen)
+                if not seen.tree_alive:
+                    self._forget(target)  # that pid never comes back as the same process
             self._stop.wait(max(0.0, self._interval - (time.monotonic() - began)))
+
+    def _forget(self, target: tuple[int, int, float]) -> None:
+        with self._lock:
+            if self._target == target:
+                self._target = None
 
 
 def look(gen: int, pid: int, create_time: float, timeout: float) -> DhtLook:

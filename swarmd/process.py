@@ -21,18 +21,20 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, Protocol
-from urllib.parse import unquote
 
 import psutil
 import structlog
 
+from swarmd import p2pd
 from swarmd.errors import NoPermission, NotExecutable, NotFound
+from swarmd.p2pd import end_processes
 
 # psutil derives create_time from boot ticks + /proc/stat btime; btime is recomputed
 # from the wall clock and can wobble by a second, so equality needs a tolerance. Two
 # processes with the same pid created within this window would need a full pid wrap.
 _CREATE_TIME_TOLERANCE = 1.0
 _POLL = 0.05
+_SCAN_EVERY = 1.0  # the most often a stop may look through every process of the host
 _KILL_WAIT = 5.0  # after SIGKILL the kernel needs only to schedule the exit
 _STDIN_INLINE_MAX = 4096  # one page always fits an empty pipe: write without a thread
 
@@ -98,6 +100,8 @@ class PosixChild:
         self.pgid = popen.pid
         self.create_time = create_time
         self.stdout_fd = popen.stdout.fileno()
+        self._members: set[int] = set()  # the group as last seen: where the next look starts
+        self._last_scan = float("-inf")
 
     def poll(self) -> int | None:
         return self._popen.poll()
@@ -119,7 +123,26 @@ class PosixChild:
             os.killpg(self.pgid, sig)
 
     def group_alive(self) -> bool:
-        return bool(_group_members(self.pgid))
+        """Whether a process of the group still runs (zombies do not count).
+
+        Judged on the group's own tree: the members seen last time, the trainer's
+        descendants and theirs, so a stop polling this every 50 ms costs what the tree
+        costs, not what the host does. Only when the kernel still reports a member
+        that the tree does not show (a process orphaned before we ever saw it) is the
+        host scanned, at most once a second."""
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            self._members.clear()
+            return False
+        except PermissionError:
+            pass
+        self._members = _members_among(self.pgid, _tree_pids({self.pid, *self._members}))
+        now = time.monotonic()
+        if not self._members and now - self._last_scan >= _SCAN_EVERY:
+            self._last_scan = now
+            self._members = _members_among(self.pgid, psutil.pids())
+        return bool(self._members)
 
     def handles_signal(self, sig: int) -> bool | None:
         return catches_signal(self.pid, sig) if self._popen.poll() is None else None
@@ -253,20 +276,26 @@ def is_alive(ref: ProcRef) -> bool:
     return _live(ref) is not None
 
 
-def _group_members(pgid: int) -> list[int]:
-    """Non-zombie pids in process group `pgid`. killpg(0) alone also counts zombies,
-    which linger until their parent (maybe us) reaps them."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return []
-    except PermissionError:
-        pass
-    members = []
-    for pid in psutil.pids():
+def _tree_pids(roots: Iterable[int]) -> set[int]:
+    """`roots` and all their descendants that exist now."""
+    pids: set[int] = set()
+    for pid in roots:
+        try:
+            proc = psutil.Process(pid)
+            pids.add(pid)
+            pids.update(c.pid for c in proc.children(recursive=True))
+        except psutil.Error:
+            continue
+    return pids
+
+
+def _members_among(pgid: int, pids: Iterable[int]) -> set[int]:
+    """Those of `pids` that are live (not zombie) members of group `pgid`."""
+    members = set()
+    for pid in pids:
         try:
             if os.getpgid(pid) == pgid and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                members.append(pid)
+                members.add(pid)
         except (OSError, psutil.Error):
             continue
     return members
@@ -320,28 +349,6 @@ def _not_us(ref: ProcRef) -> bool:
     return ref.pid not in ours
 
 
-def _wait_gone(procs: dict[ProcRef, psutil.Process], timeout: float) -> dict[ProcRef, psutil.Process]:
-    deadline = time.monotonic() + timeout
-    alive = dict(procs)
-    while alive:
-        for ref in list(alive):
-            with contextlib.suppress(psutil.Error):
-                # Reap it if it is our own child; harmless otherwise.
-                alive[ref].wait(timeout=0)
-            if not is_alive(ref):
-                del alive[ref]
-        if not alive or time.monotonic() >= deadline:
-            break
-        time.sleep(_POLL)
-    return alive
-
-
-def _signal_all(procs: Iterable[psutil.Process], sig: int) -> None:
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            proc.send_signal(sig)
-
-
 def sweep_orphans(
     refs: Iterable[ProcRef], term_timeout: float, *, log: Logger | None = None
 ) -> list[ProcRef]:
@@ -358,12 +365,9 @@ def sweep_orphans(
             targets[ref] = proc
     if not targets:
         return []
-    _signal_all(targets.values(), signal.SIGTERM)
-    alive = _wait_gone(targets, term_timeout)
-    if alive:
-        _signal_all(alive.values(), signal.SIGKILL)
-        alive = _wait_gone(alive, _KILL_WAIT)
-    ended = [ref for ref in targets if ref not in alive]
+    stuck = {p.pid for p in end_processes(list(targets.values()), term_timeout, _KILL_WAIT)}
+    ended = [ref for ref in targets if ref.pid not in stuck]
+    alive = [ref for ref in targets if ref.pid in stuck]
     if log is not None:
         log.info("orphans_swept", ended=[(r.pid, r.name) for r in ended], stuck=[r.pid for r in alive])
     return ended
@@ -388,62 +392,12 @@ def catches_signal(pid: int, signum: int) -> bool | None:
 
 
 def is_p2pd(ref: ProcRef) -> bool:
-    """hivemind runs `.../hivemind_cli/p2pd -listen=/unix/tmp/hivemind-p2pd-<uid>.sock ...`."""
-    argv0 = Path(ref.cmdline[0]).name if ref.cmdline else ""
-    return ref.name.endswith("p2pd") or argv0.endswith("p2pd")
-
-
-def _unix_path(maddr: str) -> Path | None:
-    # A multiaddr's /unix component holds the rest of the address as the path.
-    if not maddr.startswith("/unix/"):
-        return None
-    rest = unquote(maddr[len("/unix") :])
-    return Path(rest if rest.startswith("/") else "/" + rest)
+    return p2pd.is_p2pd(ref.name, ref.cmdline)
 
 
 def p2pd_sockets(refs: Iterable[ProcRef]) -> list[Path]:
-    """Unix socket paths of recorded p2pd processes: the daemon's `-listen` socket and
-    hivemind's matching client socket (`hivemind-p2pclient-<uid>.sock`), both of which
-    outlive a killed daemon and are what hivemind removes on a clean shutdown."""
-    paths: list[Path] = []
-    for ref in filter(is_p2pd, refs):
-        for arg in ref.cmdline[1:]:
-            if not arg.startswith("-listen="):
-                continue
-            path = _unix_path(arg.removeprefix("-listen="))
-            if path is None:
-                continue
-            paths.append(path)
-            if path.name.startswith("hivemind-p2pd-"):
-                paths.append(path.with_name(path.name.replace("hivemind-p2pd-", "hivemind-p2pclient-", 1)))
-    return list(dict.fromkeys(paths))
-
-
-def _bound_unix_paths() -> set[str]:
-    # /proc/net/unix lists every bound socket of this network namespace, whoever owns
-    # it, so an in-use path shows up even when its owner is another user's process.
-    paths: set[str] = set()
-    for conn in psutil.net_connections(kind="unix"):
-        laddr: object = conn.laddr  # a str for AF_UNIX, whatever the stubs say
-        if isinstance(laddr, str) and laddr:
-            paths.add(laddr)
-    return paths
-
-
-def remove_stale_sockets(paths: Iterable[Path]) -> list[Path]:
-    """Remove socket files that no live socket is bound to; return those removed.
-    Regular files and sockets still in use are left alone."""
-    in_use = _bound_unix_paths()
-    removed = []
-    for path in paths:
-        try:
-            if not path.is_socket() or str(path) in in_use:
-                continue
-            path.unlink()
-        except OSError:
-            continue
-        removed.append(path)
-    return removed
+    """Unix socket paths the recorded p2pd processes listened on (see `p2pd`)."""
+    return list(dict.fromkeys(path for ref in filter(is_p2pd, refs) for path in p2pd.listen_sockets(ref.cmdline)))
 
 
 def _listening(ports: set[int]) -> set[int]:

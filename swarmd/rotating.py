@@ -185,6 +185,17 @@ class RotatingLog:
         if worker is not None:
             worker.join(timeout)
 
+    def reconfigure(self, max_bytes: int, keep: int, compress: bool) -> None:
+        """New limits from a reload. They hold from the next write: a file already past
+        the new `max_bytes` rotates before it, and the next rotation drops what passes
+        the new `keep`."""
+        if max_bytes <= 0:
+            raise ValueError("max_bytes must be positive")
+        if keep < 0:
+            raise ValueError("keep must be >= 0")
+        with self._lock:
+            self.max_bytes, self.keep, self.compress = max_bytes, keep, compress
+
     def wait_compressed(self, timeout: float) -> bool:
         """Block until no compression is queued or running; True if so in time."""
         with self._lock:

@@ -33,6 +33,7 @@ class StatusBoard:
         self.last_progress_mono: float | None = None
         self.round: int | None = None
         self.stage: int | None = None
+        self.reload_kept: list[dict[str, str]] = []  # keys the last reload could not apply
         self._lock = threading.Lock()
         self._snapshot: dict[str, Any] = {}
         self._next_publish = 0.0
@@ -105,6 +106,7 @@ class StatusBoard:
             "progressing": progress_age is not None and progress_age < stall,
             "reward_history": [list(x) for x in self.reward_history],
             "restart_history": [list(x) for x in self.restart_history],
+            "reload_kept": list(self.reload_kept),
             "version": __version__,
         }
         with self._lock:

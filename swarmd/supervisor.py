@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from swarmd import __version__
-from swarmd.chain_monitor import ChainMonitor, ChainRead, chain_contract
+from swarmd.chain_monitor import ChainMonitor, ChainRead
 from swarmd.clock import Clock
 from swarmd.config import Config, load
+from swarmd.config_diff import NOT_LIVE, changed_keys, flatten
 from swarmd.control import ControlRequest
 from swarmd.dht_health import DhtHealth
 from swarmd.domain import Action, Decision, State
@@ -30,14 +31,14 @@ from swarmd.health import HeartbeatHealth
 from swarmd.identity import HostLocks, IdentityTaken
 from swarmd.inputs import Followers, ProbeLoop
 from swarmd.kernel_log import KernelWatch
+from swarmd.log_files import TrainerLog
 from swarmd.machine import Machine
 from swarmd.metrics import Metrics
 from swarmd.notify import Notifier
 from swarmd.p2pd_probe import DhtLook
-from swarmd.parts import Part, Parts
+from swarmd.parts import Kept, Part, Parts
 from swarmd.process import PidFile, Spawner
 from swarmd.readiness import Readiness
-from swarmd.rotating import RotatingLog
 from swarmd.signal_bridge import OsSignal
 from swarmd.status_board import StatusBoard
 from swarmd.trainer_run import Launcher, Run
@@ -71,13 +72,7 @@ class Supervisor:
         self._next_tick = 0.0
         self._woken_for: float | None = None  # the start time the loop last woke for
         self.board = StatusBoard(clock.monotonic())
-        self._trainer_log = RotatingLog(
-            config.logs.trainer_log,
-            config.logs.max_bytes,
-            config.logs.keep,
-            config.logs.compress,
-            on_error=self._log_write_failed,
-        )
+        self._trainer_log = TrainerLog(config.logs, self._log_write_failed)
         launcher = Launcher(
             spawner, self._trainer_log, PidFile(config.state_dir / "trainer.pid"),
             clock=clock, post=self.events.put, log=log,
@@ -85,7 +80,7 @@ class Supervisor:
         base_env = env if env is not None else os.environ
         self._dht = DhtHealth(self.events.put)
         self._health = HeartbeatHealth(config.health.heartbeat_file, self._dht)
-        self._chain = ChainMonitor(config.chain, chain_contract(config, base_env), self.events.put)
+        self._chain = ChainMonitor(config, base_env, self.events.put)
         self._readiness = Readiness(self.notifier, config.health.ready_on)
         self.machine = Machine(
             config, clock=clock, log=log, notifier=self.notifier, metrics=self.metrics, launcher=launcher,
@@ -97,11 +92,11 @@ class Supervisor:
             config.logs.follow, classifier=lambda: self.machine.classifier, gen=lambda: launcher.gen,
             post=self.events.put, count_line=self.metrics.lines, clock=clock,
         )
+        probes = ProbeLoop(config.probes, self.events.put)
         # The kernel's OOM records: the only proof that a SIGKILL was an OOM kill.
         kernel = KernelWatch(self.events.put, log)
         self.machine.kernel_lookup = kernel.lookup
-        parts = (followers, ProbeLoop(config.probes, self.events.put), self._health, self._readiness, kernel, self._dht, self._chain)
-        for part in parts:
+        for part in (self._trainer_log, followers, probes, self._health, self._readiness, kernel, self._dht, self._chain):
             self.parts.add(part)
 
     # -- public -----------------------------------------------------------------------------
@@ -147,7 +142,7 @@ class Supervisor:
     def close(self) -> None:
         self.machine.launcher.close()
         self.parts.stop_all()
-        self._trainer_log.close()
+        self._trainer_log.stop()  # also when the loop never started the parts
 
     @property
     def config(self) -> Config:
@@ -272,8 +267,7 @@ class Supervisor:
                 )
                 self.notifier.ready(m.status_line())
                 return
-            m.apply_rules(new)
-            m.log_event("config_reloaded", config=new.source)
+            self._apply(new)
         m.force_restart(why, "reload and restart requested")
         self.notifier.ready(m.status_line())
 
@@ -290,6 +284,24 @@ class Supervisor:
             m.apply(Decision(Action.GIVE_UP, "identity_taken", str(err)))
         except OSError as err:
             m.log_event("identity_lock_failed", level="warning", identity=str(identity), error=str(err))
+
+    def _apply(self, new: Config) -> None:
+        """Reload = rebuild: every part takes the new config, then rules and policy.
+        A key that could not change live is named with its reason, never kept silently."""
+        m = self.machine
+        changed = changed_keys(flatten(m.config), flatten(new))
+        kept = [Kept(key, why) for key, why in NOT_LIVE.items() if key in changed]
+        kept += self.parts.reconfigure_all(new)
+        m.apply_rules(new)
+        self.board.reload_kept = [{"key": k.key, "reason": k.reason} for k in kept]
+        m.log_event(
+            "config_reloaded", level="warning" if kept else "info", config=new.source, changed=changed,
+            kept=self.board.reload_kept,
+        )
+
+    def running_config(self) -> dict[str, Any]:
+        """The config in force, flat and without secrets (the control socket's `config`)."""
+        return flatten(self.machine.config)
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _log_write_failed(self, err: OSError) -> None:
@@ -314,6 +326,7 @@ class Supervisor:
             peers=beat.peers if beat else None,
             peer_id=beat.peer_id if beat else "",
             animal=beat.animal if beat else "",
+            chain_queue=beat.chain_queue if beat else None,
             next_start_in_s=None if m.restart_at is None else round(max(0.0, m.restart_at - now), 1),
             config_path=m.config.source,
             stall_threshold=m.policy.stall_threshold(),

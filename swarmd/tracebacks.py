@@ -152,6 +152,16 @@ class TracebackAssembler:
         """The next line is the source line of the frame just read (code, not an event)."""
         return self._state == _FRAMES and self._after_frame
 
+    def passes(self, line: str) -> bool:
+        """The hot path: no block is open and this line opens none (it is only kept as
+        context for the next block). False: call `feed` with it."""
+        if self._state != _IDLE or _HEADER in line or _HYDRA in line or _FRAME_HINT in line:
+            return False
+        if line and not line.isspace():
+            self._prev2 = self._prev
+            self._prev = line
+        return True
+
     def feed(self, line: str) -> Traceback | None:
         """One line in; the block it closed (if any) out. The line itself may open a
         new block, which is then reported by a later call."""

@@ -20,6 +20,7 @@ from swarmd.cleanup import end_leftover_tree, find_leftover_tree, stop_and_clean
 from swarmd.clock import Clock
 from swarmd.config import TrainerConfig
 from swarmd.events import ChildDown, ChildExited
+from swarmd.log_files import TrainerLog
 from swarmd.process import Child, PidFile, ProcRef, Spawner, snapshot_tree
 from swarmd.redact import redact_bytes
 from swarmd.rotating import RotatingLog
@@ -35,6 +36,7 @@ class Run:
     gen: int
     child: Child
     capture: PipeCapture
+    log: RotatingLog  # the trainer log this run writes to (a reload may move the next one)
     started_at: float
     started_wall: float
     refs: dict[tuple[int, float], ProcRef] = field(default_factory=dict)
@@ -58,7 +60,7 @@ class Launcher:
     def __init__(
         self,
         spawner: Spawner,
-        trainer_log: RotatingLog,
+        trainer_log: TrainerLog,
         pidfile: PidFile,
         *,
         clock: Clock,
@@ -88,15 +90,16 @@ class Launcher:
         child = self._spawner.spawn(cfg.command, env, cfg.cwd, stdin)
         self.gen += 1
         gen = self.gen
+        log = self._trainer_log.current
         capture = PipeCapture(
             child.stdout_fd,
-            self._trainer_log,
+            log,
             on_line(gen),
             clock=self._clock,
             name=f"capture-{gen}",
             transform=redact_bytes,
         )
-        run = Run(gen, child, capture, now, self._clock.wall())
+        run = Run(gen, child, capture, log, now, self._clock.wall())
         self._current = run
         self.remember_tree(run)
         capture.start()
@@ -106,11 +109,15 @@ class Launcher:
 
     def remember_tree(self, run: Run) -> None:
         """Record the trainer's tree while it runs: once a daemon is orphaned it is no
-        longer anyone's descendant, and the stop must still end it."""
+        longer anyone's descendant, and the stop must still end it.
+
+        By pid AND start time: between the waiter reaping the trainer and the loop
+        hearing of it, its pid may already belong to another process, whose tree must
+        never be recorded (the cleanup would end it)."""
         if run.exited is not None:
             return
         known = len(run.refs)
-        for ref in snapshot_tree(run.child.pid):
+        for ref in snapshot_tree(run.child.pid, run.child.create_time):
             run.refs[(ref.pid, ref.create_time)] = ref
         if len(run.refs) != known:
             self._pidfile.write(run.child.pid, run.child.create_time, os.getpid(), run.refs.values())
@@ -128,6 +135,7 @@ class Launcher:
     def finished(self, run: Run) -> None:
         """The loop has handled `ChildDown`: the pipe and the pid file go."""
         run.child.close()
+        self._trainer_log.release(run.log)
         if self._current is run:
             self._current = None
         self._pidfile.remove()

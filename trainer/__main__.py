@@ -37,6 +37,7 @@ from trainer.identity import Identity, IdentityError, load_or_create
 from trainer.node import Flags
 
 EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE: the chain RPC is down at start; swarmd restarts with back-off
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,8 +103,8 @@ def _run(cfg: config_mod.NodeConfig, ident: Identity, flags: Flags, config_path:
         try:
             chain = _open_chain(cfg, ident)
         except ChainSettingError as exc:
-            print(f"trainer: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
+            print(f"trainer: {config_path}: {exc}", file=sys.stderr)
+            return EXIT_UNAVAILABLE if exc.transient else EXIT_CONFIG
     peers = list(cfg.initial_peers)
     if cfg.initial_peers_file is not None:
         peers += [p for p in read_peers_file(cfg.initial_peers_file, ident.peer_id) if p not in peers]
@@ -168,10 +169,9 @@ def _open_chain(cfg: config_mod.NodeConfig, ident: Identity) -> Any:
     from trainer.coordinator.connect import ChainLink
     from trainer.coordinator.settings import ChainSettings
 
-    assert cfg.chain_key_path is not None  # noqa: S101  (config defaults it under state_dir)
     return ChainLink.open(ChainSettings(
         rpc_url=cfg.chain_rpc_url, contract=cfg.chain_contract, chain_id=cfg.chain_id,
-        key_path=cfg.chain_key_path, queue_dir=cfg.state_dir / "chain-queue", rpc_timeout=cfg.chain_rpc_timeout,
+        key_path=cfg.chain_key_path or cfg.state_dir / "chain.key", queue_dir=cfg.state_dir / "chain-queue", rpc_timeout=cfg.chain_rpc_timeout,
         poll_seconds=cfg.chain_poll_seconds, queue_max=cfg.chain_queue_max,
     ), ident.peer_id)
 

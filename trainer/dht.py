@@ -47,6 +47,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from swarmd.p2pd import end_processes, is_p2pd, listen_sockets, remove_stale_sockets
 from trainer.exchange import (
     DEFAULT_MAX_BYTES,
     Board,
@@ -361,7 +362,7 @@ def clean_stale_p2pd(identity_path: Path, timeout: float = 5.0) -> list[int]:
     victims: list[psutil.Process] = []
     for proc in psutil.process_iter(["name", "cmdline"]):
         cmd = proc.info.get("cmdline") or []
-        if proc.info.get("name") != "p2pd" or flag not in cmd:
+        if not is_p2pd(proc.info.get("name") or "", cmd) or flag not in cmd:
             continue
         try:
             ancestors = proc.parents()
@@ -377,31 +378,12 @@ def clean_stale_p2pd(identity_path: Path, timeout: float = 5.0) -> list[int]:
             victims.append(parent)
     if not victims:
         return []
-    sockets = [arg.split("=/unix", 1)[1] for v in victims for arg in _cmdline(v) if arg.startswith("-listen=/unix")]
-    for v in victims:
-        with contextlib.suppress(psutil.Error):
-            v.terminate()
-    _, alive = psutil.wait_procs(victims, timeout=timeout)
-    for v in alive:
-        with contextlib.suppress(psutil.Error):
-            v.kill()
-    psutil.wait_procs(alive, timeout=timeout)
-    for sock in sockets:
-        with contextlib.suppress(OSError):
-            Path(sock).unlink()
+    sockets = [path for v in victims for path in listen_sockets(_cmdline(v))]
+    end_processes(victims, timeout, timeout)
+    remove_stale_sockets(sockets)
     pids = [v.pid for v in victims]
     say(f"cleaned stale p2pd holding our identity: pids {pids}")
     return pids
-
-
-def _listen_sockets(cmdline: list[str]) -> list[Path]:
-    """A p2pd's `-listen=/unix<path>` socket and hivemind's client socket beside it."""
-    out = []
-    for arg in cmdline:
-        if arg.startswith("-listen=/unix/"):
-            path = Path(arg.removeprefix("-listen=/unix"))
-            out += [path, path.with_name(path.name.replace("hivemind-p2pd-", "hivemind-p2pclient-", 1))]
-    return out
 
 
 def _own_p2pd_sockets(identity_path: Path) -> list[Path]:
@@ -411,24 +393,15 @@ def _own_p2pd_sockets(identity_path: Path) -> list[Path]:
         procs = psutil.Process().children(recursive=True)
     except psutil.Error:
         return []
-    return [path for p in procs if flag in (cmd := _cmdline(p)) for path in _listen_sockets(cmd)]
+    return [path for p in procs if flag in (cmd := _cmdline(p)) for path in listen_sockets(cmd)]
 
 
 def _remove_dead_sockets(paths: Sequence[Path]) -> None:
     """Remove the sockets of our p2pd once it is gone. hivemind removes them on a clean
     shutdown only: a p2pd that was killed leaves its socket in /tmp for good."""
-    if not paths:
-        return
-    in_use = {path for p in psutil.process_iter(["name"]) if p.info.get("name") == "p2pd"
-              for path in _listen_sockets(_cmdline(p))}
-    removed = []
-    for path in paths:
-        with contextlib.suppress(OSError):
-            if path not in in_use and path.is_socket():
-                path.unlink()
-                removed.append(str(path))
+    removed = remove_stale_sockets(paths)
     if removed:
-        say(f"removed sockets of our dead p2pd: {' '.join(removed)}")
+        say(f"removed sockets of our dead p2pd: {' '.join(map(str, removed))}")
 
 
 def _cmdline(proc: psutil.Process) -> list[str]:

@@ -49,6 +49,8 @@ class StepLike(Protocol):
     def external_count(self) -> int: ...
     @property
     def step_seconds(self) -> float: ...
+    @property
+    def peer_rewards(self) -> tuple[tuple[str, float], ...]: ...
 
 
 class Learner(Protocol):
@@ -216,6 +218,7 @@ class Node:
                    "gathered": len(external), "step_seconds": round(stats.step_seconds, 3)}
         self.out.write(json.dumps(metrics).replace('"', "'") + "\n")
         self.coordinator.submit_reward(rnd, stage, stats.mean_reward, self.s.peer_id)
+        self.coordinator.submit_winners(rnd, [pick_winner(stats.peer_rewards, self.s.peer_id)], self.s.peer_id)
         if self.trained % self.s.checkpoint_every == 0:
             self._checkpoint()
         self.learner.maybe_push(rnd)
@@ -270,3 +273,12 @@ class Node:
             self.link.reconnect()
             self._zero_since = None
             self._peers_at = -1e18
+
+
+def pick_winner(peer_rewards: Sequence[tuple[str, float]], me: str) -> str:
+    """The round's winner vote: the peer whose rollouts scored best here (rewards recomputed
+    locally, never a peer's claim); ties go to the smaller peer id so every honest node
+    that saw the same rollouts votes alike. Nothing seen: ourselves, as upstream does."""
+    if not peer_rewards:
+        return me
+    return min(peer_rewards, key=lambda pr: (-pr[1], pr[0]))[0]

@@ -106,6 +106,7 @@ class StepStats:
     external_count: int
     step_seconds: float
     completion_tokens: int
+    peer_rewards: tuple[tuple[str, float], ...] = ()  # (peer id, mean reward recomputed here)
 
 
 @dataclass
@@ -117,6 +118,7 @@ class _Group:
     rewards: list[float]
     local: bool
     advantages: list[float] = field(default_factory=list)
+    peer: str = ""
 
 
 def group_advantages(rewards: Sequence[float]) -> list[float]:
@@ -266,6 +268,7 @@ class GRPOLearner:
             external_count=sum(1 for g in groups if not g.local),
             step_seconds=time.perf_counter() - start,
             completion_tokens=tokens,
+            peer_rewards=_per_peer(groups),
         )
 
     def _external_problem(self, r: object) -> str | None:
@@ -296,7 +299,7 @@ class GRPOLearner:
                             max_new_tokens=self.settings.max_new_tokens)
                 return None
         rewards = [total_reward(c, task) for c in r.completions]
-        return _Group(prompt_ids, completion_ids, rewards, local)
+        return _Group(prompt_ids, completion_ids, rewards, local, peer=r.peer_id)
 
     def _step(self, groups: Sequence[_Group]) -> tuple[float, int]:
         """Loss over all sequences, one clipped optimizer step; returns (loss, tokens)."""
@@ -557,3 +560,11 @@ def plain_trl_trainer(settings: TrainSettings, prompts: Sequence[str],
         model=model, reward_funcs=reward_func, args=config,  # type: ignore[arg-type]
         train_dataset=data, processing_class=tokenizer,
     )
+
+
+def _per_peer(groups: Sequence[_Group]) -> tuple[tuple[str, float], ...]:
+    """Mean recomputed reward of each peer's rollouts this step: the basis of the winner vote."""
+    sums: dict[str, list[float]] = {}
+    for g in groups:
+        sums.setdefault(g.peer, []).extend(g.rewards)
+    return tuple((peer, sum(v) / len(v)) for peer, v in sorted(sums.items()) if v)

@@ -56,12 +56,12 @@ def _linked(deployed: Deployed, tmp_path: Path, peer: str, **kw: object) -> Chai
 
 def test_revert_is_not_retried_and_names_its_custom_error(deployed: Deployed) -> None:
     _, client = deployed.funded()
-    client.retry = RetryPolicy(attempts=5, first_wait=1.0, max_wait=1.0)
+    client.retry = RetryPolicy(attempts=5, first_wait=5.0, max_wait=5.0)
     started = time.monotonic()
     with pytest.raises(RevertError) as info:
         client.transact("submitReward", 0, 0, 1, "QmNotMine")
     assert info.value.error == "InvalidVoterPeerId"
-    assert time.monotonic() - started < 1.0  # a retry would have waited 1 s
+    assert time.monotonic() - started < 4.0  # a retry would have waited 5 s
 
 
 def test_unreachable_rpc_is_retried_with_capped_backoff_then_reported() -> None:
@@ -141,6 +141,8 @@ def test_rpc_outage_queues_on_disk_and_delivers_everything_after(deployed: Deplo
         coord.sender.max_backoff = 0.3
         coord.client.retry = FAST
         gate.shut()
+        with pytest.raises(OSError, match="currentRound"):  # the node's round loop waits OSErrors out
+            coord.current_round()
         for rnd in range(3):
             deployed.owner.transact("updateStageAndRound")  # the owner talks to anvil directly
             coord.submit_reward(0, rnd, 0.5, "QmA")
@@ -283,3 +285,36 @@ def test_chain_coordinator_polls_instead_of_backing_off(deployed: Deployed, tmp_
     assert coord.seconds_until_next() is None
     assert coord.poll_seconds() == 0.5
     assert coord.current_round() == (0, 0)
+
+
+def test_a_round_read_that_fails_on_the_rpc_side_is_an_oserror_not_a_crash(deployed: Deployed,
+                                                                           tmp_path: Path) -> None:
+    """E.g. the chain was reset under a running node: no code at the address any more."""
+    gone = ChainClient(deployed.anvil.url, "0x" + "34" * 20, chain_id=DEFAULT_CHAIN_ID)
+    coord = ChainCoordinator(gone, SubmissionQueue(tmp_path))
+    with pytest.raises(OSError, match="currentRound"):
+        coord.current_round()
+
+
+class _RacedClient(ChainClient):
+    """Reads the nonce just before another sender of the same key spends it: the first
+    read is one behind, as if the other transaction landed between read and send."""
+
+    stale_reads = 1
+
+    def _pending_nonce(self, address: str) -> int:
+        nonce = super()._pending_nonce(address)
+        if self.stale_reads:
+            self.stale_reads -= 1
+            return nonce - 1
+        return nonce
+
+
+def test_nonce_spent_by_another_sender_is_reread_and_the_call_sent(deployed: Deployed) -> None:
+    account, client = deployed.funded()
+    client.transact("registerPeer", "QmFirst")  # nonce 0 is spent
+    raced = _RacedClient(deployed.anvil.url, deployed.address, account=account, chain_id=DEFAULT_CHAIN_ID)
+    with structlog.testing.capture_logs() as logs:
+        raced.transact("registerPeer", "QmSecond")  # first try: nonce 0 again, refused by anvil
+    assert [e["event"] for e in logs] == ["chain_nonce_taken"]
+    assert client.call("getPeerId", [account.address]) == [["QmFirst", "QmSecond"]]

@@ -16,11 +16,14 @@ import contextlib
 import datetime as dt
 import os
 import re
+import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +110,66 @@ def leftovers(marker: str) -> list[psutil.Process]:
         if proc.info["status"] != psutil.STATUS_ZOMBIE and any(marker in part for part in cmd):
             found.append(proc)
     return found
+
+
+def p2pd_listen_sockets(cmdline: list[str]) -> list[str]:
+    """The unix sockets a p2pd command line listens on (none for any other command)."""
+    if not cmdline or Path(cmdline[0]).name != "p2pd":
+        return []
+    return [a.removeprefix("-listen=/unix") for a in cmdline if a.startswith("-listen=/unix/")]
+
+
+def tree_pids(root: int | None) -> set[int]:
+    """`root` and its descendants now (empty if it is gone)."""
+    if root is None:
+        return set()
+    try:
+        proc = psutil.Process(root)
+        return {root, *(c.pid for c in proc.children(recursive=True))}
+    except psutil.Error:
+        return set()
+
+
+_STRANGER = """
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(sys.argv[1].removeprefix("-listen=/unix"))
+s.listen(4)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+_PARENT = "import subprocess, sys; subprocess.run(sys.argv[1:], check=False)"
+
+
+@contextlib.contextmanager
+def fake_p2pd(*, under_a_parent: bool = False) -> Iterator[tuple[Path, subprocess.Popen[bytes]]]:
+    """A hivemind-style daemon: a process named `p2pd` listening on
+    `/tmp/hivemind-p2pd-<n>.sock`, naming nothing of any test's directory; yields its
+    socket and the process started (with `under_a_parent`, a parent that runs it)."""
+    home = Path(tempfile.mkdtemp(prefix="p2pd-"))
+    link = home / "p2pd"
+    link.symlink_to(Path(sys.executable).resolve())
+    sock = Path(f"/tmp/hivemind-p2pd-{os.getpid()}-{home.name[-8:]}.sock")
+    argv = [str(link), "-c", _STRANGER, f"-listen=/unix{sock}", f"-id={home / 'swarm.pem'}"]
+    if under_a_parent:
+        argv = [sys.executable, "-c", _PARENT, *argv]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"ready\n", "the fake p2pd did not start"
+        yield sock, proc
+    finally:
+        for child in psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        sock.unlink(missing_ok=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:

@@ -33,7 +33,14 @@ import pytest
 
 from swarmd.heartbeat import read_heartbeat
 from tests.e2e.daemon import Daemon, toml_list
-from tests.faults.harness import leftovers, pid_alive, ts
+from tests.faults.harness import (
+    fake_p2pd,
+    leftovers,
+    p2pd_listen_sockets,
+    pid_alive,
+    tree_pids,
+    ts,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(150)]
 
@@ -106,6 +113,7 @@ heartbeat_file = "state/trainer.json"
 """, encoding="utf-8")
         self.sampler.start()
         self.daemon = Daemon(self.tmp, monitor)
+        self.sampler.root = self.daemon.proc.pid
         return self.daemon
 
     @property
@@ -168,8 +176,10 @@ heartbeat_file = "state/trainer.json"
 
 class TreeSampler(threading.Thread):
     """Every 0.1 s: the live process trees (process groups) per identity, and every p2pd
-    socket any of them listened on. A trainer process is one naming our trainer.toml
-    (helpers by their `identity_path=` override); a p2pd names its key with `-id=`."""
+    socket our swarmd's tree listened on. A trainer process is one naming our
+    trainer.toml (helpers by their `identity_path=` override); a p2pd names its key with
+    `-id=`. Sockets are judged by ancestry only (a p2pd under `root`, our swarmd, when
+    sampled): another node's p2pd on the host and its socket are none of our business."""
 
     def __init__(self, config: str, main_pem: str) -> None:
         super().__init__(name="tree-sampler", daemon=True)
@@ -180,13 +190,11 @@ class TreeSampler(threading.Thread):
         self.worst: dict[str, set[int]] = {}
         self.samples = 0
         self.sockets: set[str] = set()
+        self.root: int | None = None  # our swarmd, once started
 
     def identity(self, cmd: list[str]) -> str | None:
         if cmd and Path(cmd[0]).name == "p2pd":
             ids = [a.removeprefix("-id=") for a in cmd if a.startswith("-id=")]
-            for a in cmd:
-                if a.startswith("-listen=/unix/"):
-                    self.sockets.add(a.removeprefix("-listen=/unix"))
             return ids[0] if ids and self._config.rsplit("/", 1)[0] in ids[0] else None
         if self._config not in cmd or "trainer" not in cmd:
             return None
@@ -197,9 +205,12 @@ class TreeSampler(threading.Thread):
 
     def trees(self) -> dict[str, set[int]]:
         found: dict[str, set[int]] = {}
+        ours = tree_pids(self.root)
         for proc in psutil.process_iter(["cmdline", "status"]):
             if proc.info["status"] == psutil.STATUS_ZOMBIE:
                 continue
+            if proc.pid in ours:
+                self.sockets.update(p2pd_listen_sockets(proc.info["cmdline"] or []))
             who = self.identity(proc.info["cmdline"] or [])
             if who is None:
                 continue
@@ -295,9 +306,31 @@ def assert_clean(n: RealNode, rc: int) -> None:
 
 @pytest.fixture
 def node(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[RealNode]:
-    n = RealNode(tmp_path, **getattr(request, "param", {}))
-    yield n
-    n.close()
+    """A real node, beside another hivemind node's p2pd on the same host: every case's
+    audits must ignore it, and swarmd's cleanup must never touch it or its socket."""
+    with fake_p2pd() as (other_sock, other):
+        n = RealNode(tmp_path, **getattr(request, "param", {}))
+        yield n
+        n.close()
+        assert other.poll() is None, "swarmd ended another node's p2pd"
+        assert other_sock.exists(), "swarmd removed another node's p2pd socket"
+
+
+def test_the_socket_audit_judges_only_our_tree_while_another_node_runs() -> None:
+    """Two p2pds listen on /tmp/hivemind-p2pd-*.sock; the sampler records only the one
+    under our root, so another node's live socket is never taken for a stale one of ours."""
+    with fake_p2pd(under_a_parent=True) as (our_sock, root), fake_p2pd() as (other_sock, _):
+        sampler = TreeSampler("/nowhere/trainer.toml", "/nowhere/swarm.pem")
+        sampler.root = root.pid
+        sampler.start()
+        try:
+            deadline = time.monotonic() + 10
+            while sampler.samples < 5 and time.monotonic() < deadline:
+                time.sleep(0.1)
+        finally:
+            sampler.stop()
+        assert sampler.samples >= 5
+        assert sampler.sockets == {str(our_sock)}, f"other node's {other_sock} judged as ours"
 
 
 # ---- the cases --------------------------------------------------------------------------

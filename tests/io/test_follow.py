@@ -212,3 +212,36 @@ def test_many_lines_from_a_fast_writer_all_arrive(
         lambda: f"{len(seen.lines())} lines",
     )
     assert seen.lines() == [f"line {i}" for i in range(20_000)]
+
+
+def test_set_paths_follows_a_new_file_and_stops_a_dropped_one(
+    tmp_path: Path, follow: Callable[..., tuple[FileFollower, Seen]]
+) -> None:
+    """A reload's new follow list: the kept file keeps its offset (nothing replayed,
+    nothing lost), the new file is read from the moment of the switch, the dropped
+    file's last line before the switch still counts and later ones do not."""
+    kept, new, dropped = tmp_path / "kept.log", tmp_path / "new.log", tmp_path / "dropped.log"
+    kept.write_text("old history\n")
+    new.write_text("history of new\n")
+    f, seen = follow(kept, dropped)
+    with kept.open("a") as fh:
+        fh.write("k1\n")
+    seen.wait_for(["k1"])
+    with dropped.open("a") as fh:
+        fh.write("d1\n")
+    f.set_paths([kept, new])
+    assert f.paths == [kept, new]
+    with new.open("a") as fh:
+        fh.write("n1\n")
+    with kept.open("a") as fh:
+        fh.write("k2\n")
+    wait_until(lambda: {"d1", "n1", "k2"} <= set(seen.lines()), 10.0, lambda: f"saw {seen.lines()!r}")
+    with dropped.open("a") as fh:
+        fh.write("d2\n")
+    with new.open("a") as fh:
+        fh.write("n2\n")
+    wait_until(lambda: "n2" in seen.lines(), 10.0, lambda: f"saw {seen.lines()!r}")
+    time.sleep(0.5)  # two rescans: a dropped file still followed would show d2 by now
+    assert "d2" not in seen.lines()
+    assert "history of new" not in seen.lines()
+    assert sorted(seen.lines()) == sorted(["k1", "d1", "n1", "k2", "n2"])

@@ -17,6 +17,7 @@ import pytest
 
 from swarmd.cleanup import end_leftover_tree
 from swarmd.liveness import P2pdLiveness, Sighting
+from swarmd.p2pd import remove_stale_sockets
 from swarmd.p2pd_probe import (
     DhtLook,
     DhtParts,
@@ -25,13 +26,7 @@ from swarmd.p2pd_probe import (
     pick_dht_parts,
     tree_procs,
 )
-from swarmd.process import (
-    ProcRef,
-    catches_signal,
-    p2pd_sockets,
-    remove_stale_sockets,
-    snapshot_tree,
-)
+from swarmd.process import ProcRef, catches_signal, p2pd_sockets, snapshot_tree
 
 pytest.importorskip("hivemind", reason="needs hivemind (the trainer extra) for a real p2pd")
 pytestmark = [pytest.mark.io, pytest.mark.slow, pytest.mark.timeout(170)]

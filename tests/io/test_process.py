@@ -20,6 +20,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from swarmd.errors import NoPermission, NotExecutable, NotFound
+from swarmd.p2pd import remove_stale_sockets
 from swarmd.process import (
     PidFile,
     PosixChild,
@@ -30,7 +31,6 @@ from swarmd.process import (
     map_spawn_error,
     p2pd_sockets,
     ports_free,
-    remove_stale_sockets,
     snapshot_tree,
     stop_group,
     sweep_orphans,
@@ -463,3 +463,30 @@ def test_listening_ports_of_a_recorded_tree_are_found_and_freed(tmp_path: Path, 
             probe.bind(("127.0.0.1", port))  # really free again
     finally:
         child.close()
+
+
+def test_a_stop_looks_at_the_trainers_tree_not_at_every_process_of_the_host(
+    spawn: Callable[..., PosixChild], fake_argv: Argv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Waiting 1 s for a TERM-ignoring group (polled every 50 ms) lists the host's
+    processes no more than once: the cost of a stop grows with the tree, not the host."""
+    child = spawn(fake_argv("ignore_term", "--children", "2"))
+    PipeReader(child.stdout_fd).wait_for(b"ready", count=3)
+    host_listings = []
+    real_pids, real_iter = psutil.pids, psutil.process_iter
+
+    def pids() -> list[int]:
+        host_listings.append("pids")
+        return real_pids()
+
+    def process_iter(*args: object, **kwargs: object) -> Iterator[psutil.Process]:
+        host_listings.append("process_iter")
+        return real_iter(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(psutil, "pids", pids)
+    monkeypatch.setattr(psutil, "process_iter", process_iter)
+    result = stop_group(child, term_timeout=1.0)
+    monkeypatch.undo()
+    assert result.escalated
+    assert _group_pids(child.pgid) == []
+    assert len(host_listings) <= 1, f"{len(host_listings)} host-wide process listings during one stop"

@@ -158,6 +158,7 @@ def test_metrics_parse_as_prometheus_text(base: str, metrics: Metrics) -> None:
     metrics.set_round(7)
     metrics.set_peers(None)
     metrics.set_reward(0.75)
+    metrics.set_chain_queue(3)
     r = get(base + "/metrics")
     assert r.status_code == 200
     assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
@@ -175,6 +176,7 @@ def test_metrics_parse_as_prometheus_text(base: str, metrics: Metrics) -> None:
     assert samples[("swarmd_round", ())] == 7
     assert math.isnan(samples[("swarmd_peers", ())])
     assert samples[("swarmd_reward", ())] == 0.75
+    assert samples[("swarmd_chain_queue_depth", ())] == 3
 
 
 def test_restart_reasons_are_bounded() -> None:

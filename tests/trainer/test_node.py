@@ -15,7 +15,7 @@ from swarmd.clock import FakeClock
 from swarmd.heartbeat import read_heartbeat
 from trainer.coordinator import DhtCoordinator
 from trainer.exchange import LocalBoard, LocalExchange, LocalLink
-from trainer.node import Flags, LoopSettings, Node
+from trainer.node import Flags, LoopSettings, Node, pick_winner
 from trainer.rollout import Rollout, Task, TaskRef
 
 ME, PEER = "QmMe", "QmPeer"
@@ -28,6 +28,7 @@ class Stats:
     local_reward: float = 0.25
     external_count: int = 0
     step_seconds: float = 0.01
+    peer_rewards: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass
@@ -196,3 +197,13 @@ def test_unexpected_error_propagates_for_nonzero_exit(tmp_path: Path) -> None:
     h.learner.fail_at_round = 1
     with pytest.raises(RuntimeError, match="boom"):
         h.node.run()
+
+
+@pytest.mark.parametrize(("peer_rewards", "expected"), [
+    ((), "me"),                                            # nothing seen: vote for ourselves
+    ((("me", 0.2), ("QmB", 0.9), ("QmC", 0.5)), "QmB"),   # best recomputed reward
+    ((("QmZ", 0.7), ("QmA", 0.7)), "QmA"),                 # a tie: the smaller id, the same on every node
+])
+def test_winner_vote_is_the_best_peer_by_local_rewards(peer_rewards: tuple[tuple[str, float], ...],
+                                                        expected: str) -> None:
+    assert pick_winner(peer_rewards, "me") == expected

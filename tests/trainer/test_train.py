@@ -71,6 +71,8 @@ def test_generated_rollouts_train_with_their_token_ids(tmp_path: Path) -> None:
     assert 0 < stats.completion_tokens <= 2 * 3 * 16
     assert stats.external_count == 0
     assert 0.0 <= stats.mean_reward <= 1.5
+    assert [p for p, _ in stats.peer_rewards] == ["me"]  # per-peer means: the winner vote's basis
+    assert stats.peer_rewards[0][1] == pytest.approx(stats.mean_reward)
 
 
 def test_graded_rollouts_move_the_weights(tmp_path: Path) -> None:

@@ -316,3 +316,27 @@ def test_slow_wait_loop_escalates_by_time(clf: Classifier) -> None:
     later = an.feed("Waiting for API key to be activated...", 130.0)
     assert [s.verdict for s in first] == [V.HEALTHY_IDLE]
     assert [s.verdict for s in later] == [V.HEALTHY_IDLE, V.OPERATOR_NEEDED]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "RuntimeError: CUDA driver version is insufficient for CUDA runtime version",
+        "ERROR: Package 'rl-swarm' requires a different Python: 3.9.6 not in '>=3.10'",
+        "Error: Cannot find module 'next/dist/bin/next'",
+    ],
+)
+def test_install_and_driver_mismatch_lines_are_fatal(clf: Classifier, line: str) -> None:
+    assert judge_lines([line], clf).verdict is V.GIVE_UP_FATAL
+
+
+def test_cut_traceback_inside_the_kv_cache_allocation_is_fatal(clf: Classifier) -> None:
+    lines = [
+        "[rank0]: Traceback (most recent call last):",
+        '[rank0]:   File "/v/vllm/engine/llm_engine.py", line 276, in __init__',
+        "[rank0]:     self._initialize_kv_caches()",
+        '[rank0]:   File "/v/vllm/engine/llm_engine.py", line 434, in _initialize_kv_caches',
+        "[rank0]:     self.model_executor.initialize_cache(num_gpu_blocks, num_cpu_blocks)",
+    ]
+    judged = judge_lines(lines, clf)
+    assert (judged.verdict, judged.deciding[0].kind) == (V.GIVE_UP_FATAL, "vllm_kv_cache_oom")

@@ -3,8 +3,6 @@ minimum start interval and the crash-loop window."""
 
 from __future__ import annotations
 
-import random
-
 import pytest
 
 from swarmd.backoff import Backoff
@@ -13,7 +11,7 @@ from swarmd.config import RestartConfig
 
 def _backoff(**kw: float) -> Backoff:
     cfg = RestartConfig(**{"jitter": 0.0, **kw})  # type: ignore[arg-type]
-    return Backoff(cfg, random.Random(0))
+    return Backoff(cfg)
 
 
 def test_default_schedule_doubles_from_5s_and_caps_at_15_minutes() -> None:
@@ -40,7 +38,7 @@ def test_custom_schedule_follows_initial_multiplier_and_cap(
 
 def test_jitter_stays_within_its_bounds_and_never_exceeds_the_cap() -> None:
     """Over many draws jitter adds [0, jitter] seconds and the cap still holds."""
-    b = Backoff(RestartConfig(jitter=3.0, max_delay=900.0), random.Random(42))
+    b = Backoff(RestartConfig(jitter=3.0, max_delay=900.0))
     draws = [b.delay_for(2) for _ in range(2000)]
     assert min(draws) >= 10.0
     assert max(draws) <= 13.0

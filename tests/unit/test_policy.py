@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ def _policy(
     restart = restart or RestartConfig(jitter=0.0)
     health = health or HealthConfig(heartbeat_file=Path("hb.json"), stall_after=600.0, startup_grace=60.0)
     trainer = trainer or TrainerConfig(command=("t",), cwd=Path())
-    p = Policy(trainer, health, Backoff(restart, random.Random(0)))
+    p = Policy(trainer, health, Backoff(restart))
     p.child_started(0.0)
     return p
 

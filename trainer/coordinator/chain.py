@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import structlog
+from web3.exceptions import Web3Exception, Web3RPCError
 
 from trainer.coordinator.abi import ALREADY_DONE
 from trainer.coordinator.queue import Submission, SubmissionQueue
@@ -33,7 +35,8 @@ class SenderStats:
     sent: int = 0
     already: int = 0
     rejected: int = 0
-    latencies: list[float] = field(default_factory=list)  # queue -> receipt, s (wall clock)
+    # queue -> receipt, s (wall clock); the recent ones only: a node runs for weeks
+    latencies: deque[float] = field(default_factory=lambda: deque(maxlen=1000))
 
 
 class Sender:
@@ -105,9 +108,12 @@ class Sender:
                 self.drain()
                 backoff = 0.0
                 self._wake.wait(timeout=30.0)  # also re-checks a queue filled by a previous process
-            except TransportError as exc:
+            except (TransportError, Web3RPCError, OSError, ValueError) as exc:
+                # RPC down, or refusing the transaction itself (no gas funds, a node error):
+                # keep the queue, wait longer each time, try again. Never let the thread die.
                 backoff = min(self.max_backoff, max(0.5, backoff * 2))
-                log.warning("chain_rpc_down_queue_kept", depth=self.queue.depth(), retry_in=backoff, error=str(exc))
+                log.warning("chain_rpc_down_queue_kept", depth=self.queue.depth(), retry_in=backoff,
+                            error=_describe(exc))
                 self._wake.wait(timeout=backoff)
             self._wake.clear()
 
@@ -130,7 +136,12 @@ class ChainCoordinator:
         self.sender.stop()
 
     def current_round(self) -> tuple[int, int]:
-        return self.client.round_and_stage()
+        """Raises OSError (TransportError) for any failure to read, which the round loop
+        waits out; an RPC that answers with an error is no more fatal than a silent one."""
+        try:
+            return self.client.round_and_stage()
+        except Web3Exception as exc:
+            raise TransportError(f"currentRound+currentStage: {_describe(exc)}") from None
 
     def seconds_until_next(self) -> float | None:
         """The chain publishes no schedule."""
@@ -162,6 +173,12 @@ class ChainCoordinator:
             log.warning("chain_queue_write_failed", kind=item.kind, round=item.round, error=exc.strerror)
             return
         self.sender.wake()
+
+
+def _describe(exc: BaseException) -> str:
+    """Short, secret-free: the exception type and the first line of its message."""
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def round_half(x: float) -> int:

@@ -97,7 +97,8 @@ def check(client: ChainClient, settings: ChainSettings) -> None:
         actual = client.chain_id_now()
     except TransportError:
         raise ChainSettingError("chain_rpc_url", f"no answer from {safe_url(settings.rpc_url)}",
-                                "start the chain node (scripts/demo.sh starts anvil) or fix chain_rpc_url") from None
+                                "start the chain node (scripts/demo.sh starts anvil) or fix chain_rpc_url",
+                                transient=True) from None
     if actual != settings.chain_id:
         raise ChainSettingError("chain_id", f"the RPC serves chain {actual}, not {settings.chain_id}",
                                 f"set chain_id = {actual}, or point chain_rpc_url at chain {settings.chain_id}")

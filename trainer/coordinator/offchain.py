@@ -51,6 +51,10 @@ class Coordinator(Protocol):
 
     def submit_reward(self, round: int, stage: int, reward: float, peer_id: str) -> None: ...
 
+    def submit_winners(self, round: int, winners: list[str], peer_id: str) -> None:
+        """This node's vote for the round's best peers; one per round counts (the first)."""
+        ...
+
     def resume_from(self, round: int) -> None:
         """The node resumed from its checkpoint of `round`. A clock that must start afresh
         (no peer holds one: the whole swarm restarted) starts there, not at round 0,
@@ -137,6 +141,14 @@ class DhtCoordinator:
 
     def poll_seconds(self) -> float | None:
         return None
+
+    def submit_winners(self, round: int, winners: list[str], peer_id: str) -> None:
+        """Best effort, like rewards: the vote under the round's winners key, our subkey."""
+        try:
+            self.board.put(f"{self.namespace}:winners:{round}", peer_id, json.dumps({"winners": winners}).encode(),
+                           self.ttl)
+        except (OSError, RuntimeError, TimeoutError) as exc:
+            log.warning("winners_submit_failed", round=round, error=type(exc).__name__)
 
     def submit_reward(self, round: int, stage: int, reward: float, peer_id: str) -> None:
         """Best effort (W18: reporting never crashes training)."""

@@ -45,8 +45,9 @@ NONCE_RETRIES = 5
 _HAS_SUBMITTED = keccak(text="hasSubmittedRoundStageReward(uint256,uint256,string)")[:4]
 
 
-class TransportError(Exception):
-    """The RPC endpoint is unreachable or misbehaving (after retries)."""
+class TransportError(ConnectionError):
+    """The RPC endpoint is unreachable or misbehaving (after retries). An OSError, so the
+    node's round loop waits it out like any other network failure."""
 
 
 class RevertError(Exception):
@@ -65,7 +66,10 @@ class RetryPolicy:
     max_wait: float = 4.0
 
 
-_TRANSPORT = (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError, TimeExhausted)
+# Connection refused/reset, time-outs, HTTP errors from the endpoint (429 and 5xx from
+# hosted RPCs): worth another try. A JSON-RPC error or a revert is an answer: not retried.
+_TRANSPORT = (requests.ConnectionError, requests.Timeout, requests.HTTPError, ConnectionError, TimeoutError,
+              TimeExhausted)
 
 
 class ChainClient:
@@ -172,7 +176,7 @@ class ChainClient:
 
         def once() -> dict[str, Any]:
             for _ in range(NONCE_RETRIES):
-                nonce = self.w3.eth.get_transaction_count(account.address, "pending")
+                nonce = self._pending_nonce(account.address)
                 try:
                     tx = call.build_transaction({"from": account.address, "nonce": nonce, "chainId": self.chain_id})
                 except (ContractCustomError, ContractLogicError) as exc:
@@ -192,6 +196,11 @@ class ChainClient:
             raise TransportError(f"{function}: nonce kept being taken by another sender ({NONCE_RETRIES} tries)")
 
         return self._retrying(function, once)
+
+    def _pending_nonce(self, address: str) -> int:
+        """Counts our transactions still in the pool, so a key shared with another sender
+        does not reuse a nonce that sender has queued."""
+        return int(self.w3.eth.get_transaction_count(address, "pending"))  # type: ignore[arg-type]
 
     def _replay(self, call: Any, sender: str, receipt: dict[str, Any]) -> str:
         try:

@@ -7,11 +7,15 @@ from pathlib import Path
 
 
 class ChainSettingError(Exception):
-    """A chain setting is wrong: the message names the trainer.toml key and the fix."""
+    """A chain setting is wrong: the message names the config key and the fix (the caller
+    prefixes the config file's path)."""
 
-    def __init__(self, key: str, reason: str, fix: str) -> None:
-        super().__init__(f"trainer.toml: {key}: {reason}; fix: {fix}")
+    def __init__(self, key: str, reason: str, fix: str, *, transient: bool = False) -> None:
+        super().__init__(f"[{key}] {reason}; fix: {fix}")
         self.key = key
+        # True when the setting may be right and the service merely down (an unreachable
+        # RPC): worth a restart with back-off, unlike a wrong chain id.
+        self.transient = transient
 
 
 @dataclass(frozen=True, slots=True)
