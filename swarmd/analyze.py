@@ -142,7 +142,23 @@ class LogAnalyzer:
     def pending_operator(self, prompt: bool = False) -> Signal | None:
         return self._watch.pending(prompt)
 
+    def crash_now(self) -> Signal | None:
+        """The last uncaught traceback, counting the block still open, without changing
+        anything (the loop asks this while the reader thread may still feed)."""
+        tb = self._asm.peek()
+        if tb is not None and not tb.caught:
+            sig = self._judge_block(tb)
+            if sig.verdict is not Verdict.TRANSIENT_IGNORE:
+                return sig
+        return self._last_crash
+
     def _on_block(self, tb: Traceback) -> Signal:
+        sig = self._judge_block(tb)
+        if not tb.caught and sig.verdict is not Verdict.TRANSIENT_IGNORE:
+            self._last_crash = sig
+        return sig
+
+    def _judge_block(self, tb: Traceback) -> Signal:
         sig = block_signal(tb, self._clf)
         ctx = self._context
         owned = ctx is not None and ctx.verdict in (Verdict.TRANSIENT_IGNORE, Verdict.RECONNECT_DHT)
@@ -151,8 +167,6 @@ class LogAnalyzer:
             # hivemind caught): the complaint decides, not the generic exception.
             by = ctx.rule if owned and ctx is not None else "library_logger"
             sig = Signal("logged_exception", Verdict.TRANSIENT_IGNORE, sig.line, f"traceback:logged_by:{by}", block=sig.block)
-        if not tb.caught and sig.verdict is not Verdict.TRANSIENT_IGNORE:
-            self._last_crash = sig
         return sig
 
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import structlog
 
 from swarmd.clock import Clock
+from swarmd.ratelimit import ReportLimiter
 from swarmd.rotating import RotatingLog, count_lines, last_break, open_append
 
 __all__ = ["MAX_LINE", "READ_CHUNK", "LineSplitter", "PipeCapture", "RotatingLog", "count_lines", "open_append"]
@@ -125,6 +126,7 @@ class PipeCapture(threading.Thread):
         self.lines_total = 0
         self.bytes_total = 0
         self.callback_errors = 0
+        self._error_reports = ReportLimiter(clock)
         self.eof = threading.Event()
 
     def stop(self, timeout: float) -> None:
@@ -201,11 +203,17 @@ class PipeCapture(threading.Thread):
         self.lines_total += 1
         try:
             self._on_line(line.decode("utf-8", "replace"), now)
-        except Exception:  # noqa: BLE001 - logged with traceback just below
+        except Exception as exc:  # noqa: BLE001 - reported (rate-limited) just below
             # A bug in the consumer must not stop the draining: the child would block.
             self.callback_errors += 1
-            if self.callback_errors == 1:  # a traceback per line would stall the drain
-                _log.exception("capture_callback_failed", name=self.name)
+            # A report per line would stall the drain: one per interval, with the count.
+            count = self._error_reports.occurred()
+            if count is not None:
+                _log.error(
+                    "capture_callback_failed", name=self.name, lines=count,
+                    total=self.callback_errors, error=f"{type(exc).__name__}: {exc}",
+                    exc_info=self.callback_errors == 1,
+                )
 
     def _finish(self) -> None:
         if self._raw:

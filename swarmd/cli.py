@@ -30,17 +30,46 @@ DEFAULT_CONFIG = "monitor.toml"
 _CORPUS_HEADERS = ("# source:", "# class:", "# expect:")
 
 
+# What a shell reports for a command that SIGPIPE ended: `swarmd status | head` then
+# reads like any other Unix tool's.
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    args = parser.parse_args(argv)
     try:
-        result: int = args.func(args)
-    except SwarmdError as err:
-        print(f"swarmd: {err}", file=sys.stderr)
-        return err.exit_code
-    except KeyboardInterrupt:
-        return 130
+        try:
+            args = _parser().parse_args(argv)
+        except SystemExit:  # --help, --version and usage errors end here
+            sys.stdout.flush()
+            raise
+        try:
+            result: int = args.func(args)
+        except SwarmdError as err:
+            print(f"swarmd: {err}", file=sys.stderr)
+            return err.exit_code
+        except KeyboardInterrupt:
+            return 130
+        # Flush here, not at interpreter exit: a reader that went away must be seen
+        # while we can still handle it.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _reader_went_away()
     return result
+
+
+def _reader_went_away() -> int:
+    """The reader of stdout closed its end (`| head`): stop printing, quietly.
+
+    Python ignores SIGPIPE, so the write raised instead; what is still buffered would
+    raise again when the interpreter flushes stdout at exit, so stdout is pointed at
+    /dev/null first (the recipe in Python's `signal` documentation).
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+    return EXIT_BROKEN_PIPE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -103,7 +132,8 @@ def _run(args: argparse.Namespace) -> int:
     config.state_dir.mkdir(parents=True, exist_ok=True)
     config.logs.dir.mkdir(parents=True, exist_ok=True)
     with _single_instance(config.state_dir / "swarmd.lock"), _host_locks(config) as (locks, shared_logs):
-        monitor = MonitorLog(config.logs, console_allowed=not args.no_console)
+        metrics = Metrics()
+        monitor = MonitorLog(config.logs, console_allowed=not args.no_console, watch=metrics.watch_log)
         log = get_logger()
         for followed, other in shared_logs:
             log.warning(
@@ -112,7 +142,6 @@ def _run(args: argparse.Namespace) -> int:
                 fix="two daemons act on one log's lines: point each config at its own node's logs",
             )
         notifier = Notifier.from_env(os.environ)
-        metrics = Metrics()
         sup = Supervisor(
             config,
             clock=SystemClock(),

@@ -84,6 +84,9 @@ class HealthConfig:
     reconnect_attempts: int = 3  # SIGUSR1 tries before a restart
     reconnect_timeout: float = 120.0  # wait this long for peers after a SIGUSR1
     ready_on: str = "progress"  # "progress" (first progress line/heartbeat) or "start"
+    # Until READY, ask systemd for more start time (EXTEND_TIMEOUT_USEC) for at most
+    # this long after swarmd's start; 0: never (TimeoutStartSec alone decides).
+    ready_timeout: float = 3600.0
     # A DHT fault (p2pd gone or silent, peers lost): "signal" asks the node to
     # re-bootstrap in place (SIGUSR1, only if it catches it), "restart" restarts it.
     reconnect: str = "signal"
@@ -313,6 +316,7 @@ def _health(t: Table, base: Path, state_dir: Path) -> HealthConfig:
         reconnect_attempts=t.integer("reconnect_attempts", d.reconnect_attempts, low=0),
         reconnect_timeout=t.duration("reconnect_timeout", d.reconnect_timeout),
         ready_on=t.string("ready_on", d.ready_on, choices=("progress", "start")),
+        ready_timeout=t.duration("ready_timeout", d.ready_timeout, allow_zero=True),
         reconnect=t.string("reconnect", d.reconnect, choices=("signal", "restart")),
     )
 

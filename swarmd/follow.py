@@ -30,6 +30,7 @@ from watchdog.observers.api import BaseObserver
 
 from swarmd.capture import MAX_LINE, READ_CHUNK, LineSplitter
 from swarmd.clock import Clock
+from swarmd.ratelimit import ReportLimiter
 
 _log = structlog.get_logger("swarmd.follow")
 
@@ -128,6 +129,7 @@ class FileFollower:
         self._handler = _Waker({str(t.path) for t in self._files}, self._wake)
         self.lines_total = 0
         self.callback_errors = 0
+        self._error_reports = ReportLimiter(clock)
 
     def start(self, offsets: Mapping[Path, int] | None = None) -> None:
         """Open existing files at their end (synchronously), then follow in a thread.
@@ -299,8 +301,14 @@ class FileFollower:
         self.lines_total += 1
         try:
             self._on_line(path, line.decode("utf-8", "replace"), now)
-        except Exception:  # noqa: BLE001 - logged with traceback just below
+        except Exception as exc:  # noqa: BLE001 - reported (rate-limited) just below
             # A consumer bug must not stop following the other files.
             self.callback_errors += 1
-            if self.callback_errors == 1:  # a traceback per line would stall reading
-                _log.exception("follow_callback_failed", path=str(path))
+            # A report per line would stall reading: one per interval, with the count.
+            count = self._error_reports.occurred()
+            if count is not None:
+                _log.error(
+                    "follow_callback_failed", path=str(path), lines=count,
+                    total=self.callback_errors, error=f"{type(exc).__name__}: {exc}",
+                    exc_info=self.callback_errors == 1,
+                )

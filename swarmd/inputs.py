@@ -37,8 +37,10 @@ class Followers:
         post: Callable[[Any], None],
         count_line: Callable[[int], None],
         clock: Clock,
+        watch: Callable[[str, FileFollower], None] = lambda name, reader: None,
     ) -> None:
         self.paths = paths
+        self._watch = watch  # the metrics export the follower's callback errors
         self._classifier = classifier
         self._gen = gen
         self._post = post
@@ -53,6 +55,7 @@ class Followers:
         if not self.paths or self._follower is not None:
             return
         self._follower = FileFollower(list(self.paths), self._on_line, clock=self._clock)
+        self._watch("follow", self._follower)
         self._follower.start()
 
     def reconfigure(self, config: Config) -> list[Kept]:
@@ -152,18 +155,17 @@ class LineGate:
         self._source = source
         self._last_frame = 0.0
         self._last_noise = 0.0
-        self._lock = threading.Lock()  # the reader feeds, the loop flushes at an exit
+        # Fed by the reader thread only; the loop reads `last_crash` (a read-only peek).
         self._analyzer: LogAnalyzer | None = None
         self._analyzer_rules: Classifier | None = None
 
     def __call__(self, line: str, t: float) -> None:
         clf = self._classifier()
-        with self._lock:
-            an = self._analyzer
-            if an is None or self._analyzer_rules is not clf:
-                an = self._analyzer = LogAnalyzer(clf)
-                self._analyzer_rules = clf
-            signals = an.feed(line, t)
+        an = self._analyzer
+        if an is None or self._analyzer_rules is not clf:
+            an = self._analyzer = LogAnalyzer(clf)
+            self._analyzer_rules = clf
+        signals = an.feed(line, t)
         for sig in signals:
             if sig.verdict is Verdict.HEALTHY_PROGRESS and sig.round is None and not sig.block:
                 if t - self._last_frame < _FRAME_COALESCE:
@@ -178,11 +180,7 @@ class LineGate:
             self._post(LineSeen(self._gen(), sig, t, self._source))
 
     def last_crash(self) -> Signal | None:
-        """Close the block still open (its writer exited) and return the last uncaught
-        traceback's signal: the exit context's evidence."""
-        with self._lock:
-            an = self._analyzer
-            if an is None:
-                return None
-            an.flush()
-            return an.last_crash
+        """The last uncaught traceback's signal, the block still open included (its
+        writer exited): the exit context's evidence."""
+        an = self._analyzer
+        return an.crash_now() if an is not None else None

@@ -17,15 +17,26 @@ from swarmd.logs import configure
 from swarmd.parts import Kept
 from swarmd.rotating import RotatingLog
 
+# Told about every log file opened (the metrics export its dropped lines).
+WatchLog = Callable[[str, RotatingLog], None]
+
+
+def _unwatched(name: str, log: RotatingLog) -> None:
+    """The default: nobody counts this log's dropped lines."""
+
 
 class TrainerLog:
     """The file the trainer's output goes to; `current` is what a new run writes to."""
 
     name = "trainer_log"
 
-    def __init__(self, logs: LogsConfig, on_error: Callable[[OSError], None]) -> None:
+    def __init__(
+        self, logs: LogsConfig, on_error: Callable[[OSError], None], watch: WatchLog = _unwatched
+    ) -> None:
         self._on_error = on_error
+        self._watch = watch
         self.current = RotatingLog(logs.trainer_log, logs.max_bytes, logs.keep, logs.compress, on_error=on_error)
+        watch("trainer", self.current)
         self._retired: list[RotatingLog] = []
 
     def start(self) -> None:
@@ -38,6 +49,7 @@ class TrainerLog:
             self.current = RotatingLog(
                 logs.trainer_log, logs.max_bytes, logs.keep, logs.compress, on_error=self._on_error
             )
+            self._watch("trainer", self.current)
         else:
             self.current.reconfigure(logs.max_bytes, logs.keep, logs.compress)
         return []
@@ -61,9 +73,11 @@ class MonitorLog:
 
     name = "monitor_log"
 
-    def __init__(self, logs: LogsConfig, *, console_allowed: bool) -> None:
+    def __init__(self, logs: LogsConfig, *, console_allowed: bool, watch: WatchLog = _unwatched) -> None:
         self._console_allowed = console_allowed
+        self._watch = watch
         self.current = RotatingLog(logs.monitor_log, logs.max_bytes, logs.keep, logs.compress)
+        watch("monitor", self.current)
         self._wanted_console = logs.console
         self.console = logs.console and console_allowed
         self._retired: list[RotatingLog] = []
@@ -83,6 +97,7 @@ class MonitorLog:
         if moved:
             self._retired.append(self.current)
             self.current = RotatingLog(logs.monitor_log, logs.max_bytes, logs.keep, logs.compress)
+            self._watch("monitor", self.current)
         else:
             self.current.reconfigure(logs.max_bytes, logs.keep, logs.compress)
         if moved or console != self.console:

@@ -116,6 +116,7 @@ class Machine:
             return
         self.run = run
         self._health.dht.watch(run.gen, run.child.pid, run.child.create_time)
+        self.metrics.watch_reader("trainer", run.capture)
         self._kernel_oom = ""
         self.policy.child_started(now)
         self.restart_at = None
@@ -140,6 +141,7 @@ class Machine:
         self.board.signal_seen(sig, live=True)
         if is_progress(sig):  # greetings, loading bars and login waits are not
             self.board.last_progress_mono = now
+            self.metrics.set_last_progress(self.clock.wall())
             self._on_progress(sig.kind)
         decision = self.policy.on_signal(sig, now)
         if decision.action is not Action.NONE:
@@ -186,6 +188,7 @@ class Machine:
             "child_down", returncode=ev.returncode, escalated=ev.escalated, orphans_ended=ev.orphans, sockets_removed=ev.sockets
         )
         self.metrics.lines(run.new_lines())
+        self.metrics.sync()  # the run's capture goes with it: count its last errors now
         self.launcher.finished(run)
         self._health.dht.unwatch()
         self.run = None
@@ -273,11 +276,8 @@ class Machine:
 
     def _on_heartbeat(self, beat: Heartbeat) -> None:
         self.board.heartbeat(beat)
-        self.metrics.set_round(beat.round)
-        self.metrics.set_peers(beat.peers)
-        self.metrics.set_chain_queue(beat.chain_queue)
-        if beat.last_reward is not None:
-            self.metrics.set_reward(beat.last_reward)
+        self.metrics.heartbeat(beat)
+        self.metrics.set_last_progress(self.clock.wall())
         self.board.last_progress_mono = self.clock.monotonic()
         self._on_progress("heartbeat")
 

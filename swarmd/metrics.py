@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import math
 import threading
+import weakref
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
 from swarmd.domain import State
+from swarmd.heartbeat import Heartbeat
 
 # Restart reasons come from the policy and are a small fixed vocabulary, but a label
 # per free-text reason would grow the series without bound; past this many distinct
@@ -37,6 +40,20 @@ _LATENCY_BUCKETS = (
     300.0,
     1800.0,
 )
+
+
+class HasDroppedLines(Protocol):
+    """A log file that gives lines up for good (swarmd.rotating.RotatingLog)."""
+
+    @property
+    def dropped_lines(self) -> int: ...
+
+
+class HasCallbackErrors(Protocol):
+    """A line reader whose consumer failed on some lines (PipeCapture, FileFollower)."""
+
+    @property
+    def callback_errors(self) -> int: ...
 
 
 class Metrics:
@@ -82,6 +99,28 @@ class Metrics:
             "Last reward reported (NaN: unknown).",
             registry=self.registry,
         )
+        self._step = Gauge(
+            "swarmd_step_seconds",
+            "Longest recent training step the trainer reported (NaN: unknown).",
+            registry=self.registry,
+        )
+        self._progress_at = Gauge(
+            "swarmd_last_progress_timestamp_seconds",
+            "Unix time of the trainer's last progress (NaN: none seen yet).",
+            registry=self.registry,
+        )
+        self._dropped = Counter(
+            "swarmd_lines_dropped",
+            "Lines given up for good by a log swarmd writes (the disk refused them past the buffer).",
+            ["log"],
+            registry=self.registry,
+        )
+        self._callback_errors = Counter(
+            "swarmd_callback_errors",
+            "Lines a reader could not hand to the classifier (the consumer raised).",
+            ["reader"],
+            registry=self.registry,
+        )
         self._p2pd_up = Gauge(
             "swarmd_p2pd_up",
             "1 while the node's p2pd answers its control socket, 0 when gone or silent (NaN: unknown).",
@@ -102,8 +141,20 @@ class Metrics:
             registry=self.registry,
         )
         for gauge in (self._round, self._peers, self._reward, self._p2pd_up, self._chain_rpc_up, self._chain_round,
-                      self._chain_block, self._chain_queue):
+                      self._chain_block, self._chain_queue, self._step, self._progress_at):
             gauge.set(math.nan)
+        # Sources of lost lines keep running totals; these remember what was exported.
+        # Weak keys: a finished trainer run's capture goes away with its last count.
+        self._logs: weakref.WeakKeyDictionary[HasDroppedLines, tuple[str, int]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._readers: weakref.WeakKeyDictionary[HasCallbackErrors, tuple[str, int]] = (
+            weakref.WeakKeyDictionary()
+        )
+        for log in ("trainer", "monitor"):
+            self._dropped.labels(log=log)
+        for reader in ("trainer", "follow"):
+            self._callback_errors.labels(reader=reader)
         self.set_state(State.STARTING)
 
     def restart(self, reason: str) -> None:
@@ -133,6 +184,48 @@ class Metrics:
     def set_reward(self, x: float | None) -> None:
         self._reward.set(math.nan if x is None else float(x))
 
+    def heartbeat(self, beat: Heartbeat) -> None:
+        """Everything the trainer's heartbeat says that a fleet alert needs."""
+        self.set_round(beat.round)
+        self.set_peers(beat.peers)
+        if beat.last_reward is not None:
+            self.set_reward(beat.last_reward)
+        self.set_step_seconds(max(beat.step_seconds) if beat.step_seconds else None)
+        self.set_chain_queue(beat.chain_queue)
+
+    def set_step_seconds(self, x: float | None) -> None:
+        self._step.set(math.nan if x is None else float(x))
+
+    def set_last_progress(self, wall: float | None) -> None:
+        self._progress_at.set(math.nan if wall is None else float(wall))
+
+    def watch_log(self, name: str, log: HasDroppedLines) -> None:
+        """Export `log.dropped_lines` as `swarmd_lines_dropped_total{log=name}`."""
+        with self._lock:
+            self._logs.setdefault(log, (name, 0))
+            self._dropped.labels(log=name)
+
+    def watch_reader(self, name: str, reader: HasCallbackErrors) -> None:
+        """Export `reader.callback_errors` as `swarmd_callback_errors_total{reader=name}`."""
+        with self._lock:
+            self._readers.setdefault(reader, (name, 0))
+            self._callback_errors.labels(reader=name)
+
+    def sync(self) -> None:
+        """Add what the watched sources lost since the last call (cheap: call per tick;
+        every scrape calls it too)."""
+        with self._lock:
+            for log, (name, seen) in list(self._logs.items()):
+                total = log.dropped_lines
+                if total > seen:
+                    self._dropped.labels(log=name).inc(total - seen)
+                    self._logs[log] = (name, total)
+            for reader, (name, seen) in list(self._readers.items()):
+                total = reader.callback_errors
+                if total > seen:
+                    self._callback_errors.labels(reader=name).inc(total - seen)
+                    self._readers[reader] = (name, total)
+
     def set_chain_queue(self, n: int | None) -> None:
         self._chain_queue.set(math.nan if n is None else float(n))
 
@@ -146,6 +239,7 @@ class Metrics:
 
     def render(self) -> bytes:
         """The Prometheus text exposition format (version 0.0.4)."""
+        self.sync()
         return generate_latest(self.registry)
 
     def _bounded_reason(self, reason: str) -> str:

@@ -27,6 +27,7 @@ from typing import BinaryIO
 import structlog
 
 from swarmd.clock import Clock, SystemClock
+from swarmd.ratelimit import ReportLimiter
 
 _log = structlog.get_logger("swarmd.rotating")
 
@@ -129,6 +130,7 @@ class RotatingLog:
         self._failing = False
         self._closed = False
         self.dropped_lines = 0
+        self._drop_reports = ReportLimiter(self._clock)
         self.rotations = 0
         # compression worker state (guarded by _lock)
         self._jobs: deque[tuple[int, int]] = deque()
@@ -174,7 +176,7 @@ class RotatingLog:
             if self._closed:
                 return
             self._drain()
-            self.dropped_lines += sum(count_lines(c) for c in self._pending)
+            self._dropped(sum(count_lines(c) for c in self._pending))
             self._pending.clear()
             self._pending_bytes = 0
             self._closed = True
@@ -312,7 +314,19 @@ class RotatingLog:
         while self._pending_bytes > self._max_pending and len(self._pending) > 1:
             old = self._pending.popleft()
             self._pending_bytes -= len(old)
-            self.dropped_lines += count_lines(old)
+            self._dropped(count_lines(old))
+
+    def _dropped(self, lines: int) -> None:
+        """Count lines given up for good, and say so (rate-limited, with the count)."""
+        if lines <= 0:
+            return
+        self.dropped_lines += lines
+        count = self._drop_reports.occurred(lines)
+        if count is not None:
+            _log.error(
+                "log_lines_dropped", path=str(self.path), lines=count, total=self.dropped_lines,
+                fix="free space where this log lives; lines wait in memory only up to a bound",
+            )
 
     # -- rotation -----------------------------------------------------------------
 

@@ -37,7 +37,8 @@ from swarmd.metrics import Metrics
 from swarmd.notify import Notifier
 from swarmd.p2pd_probe import DhtLook
 from swarmd.parts import Kept, Part, Parts
-from swarmd.process import PidFile, Spawner
+from swarmd.pidfile import PidFile
+from swarmd.process import Spawner
 from swarmd.readiness import Readiness
 from swarmd.signal_bridge import OsSignal
 from swarmd.status_board import StatusBoard
@@ -72,7 +73,7 @@ class Supervisor:
         self._next_tick = 0.0
         self._woken_for: float | None = None  # the start time the loop last woke for
         self.board = StatusBoard(clock.monotonic())
-        self._trainer_log = TrainerLog(config.logs, self._log_write_failed)
+        self._trainer_log = TrainerLog(config.logs, self._log_write_failed, self.metrics.watch_log)
         launcher = Launcher(
             spawner, self._trainer_log, PidFile(config.state_dir / "trainer.pid"),
             clock=clock, post=self.events.put, log=log,
@@ -81,7 +82,9 @@ class Supervisor:
         self._dht = DhtHealth(self.events.put)
         self._health = HeartbeatHealth(config.health.heartbeat_file, self._dht)
         self._chain = ChainMonitor(config, base_env, self.events.put)
-        self._readiness = Readiness(self.notifier, config.health.ready_on)
+        self._readiness = Readiness(
+            self.notifier, config.health.ready_on, config.health.ready_timeout, clock.monotonic()
+        )
         self.machine = Machine(
             config, clock=clock, log=log, notifier=self.notifier, metrics=self.metrics, launcher=launcher,
             board=self.board, health=self._health, readiness=self._readiness,
@@ -90,7 +93,7 @@ class Supervisor:
         self.parts = Parts(log)
         followers = Followers(
             config.logs.follow, classifier=lambda: self.machine.classifier, gen=lambda: launcher.gen,
-            post=self.events.put, count_line=self.metrics.lines, clock=clock,
+            post=self.events.put, count_line=self.metrics.lines, clock=clock, watch=self.metrics.watch_reader,
         )
         probes = ProbeLoop(config.probes, self.events.put)
         # The kernel's OOM records: the only proof that a SIGKILL was an OOM kill.

@@ -180,6 +180,14 @@ class TracebackAssembler:
                 self._note(line)
         return done
 
+    def peek(self) -> Traceback | None:
+        """The block still open as it stands, without closing it (safe to call from
+        another thread than the feeder: it only reads)."""
+        if self._state == _IDLE or (not self._exc_type and len(self._lines) < 2):
+            return None
+        return Traceback(self._exc_type, self._exc_msg[:2000], tuple(self._lines), self._caught, self._logged,
+                         self._chained, self._header)
+
     def flush(self) -> Traceback | None:
         """The block still open (end of input, or the writer exited), if any."""
         if self._state == _IDLE:
@@ -253,14 +261,15 @@ class TracebackAssembler:
             return None
         indent = len(body) - len(body.lstrip())
         if self._state == _FRAMES:
+            frame = _FRAME.match(body) is not None
             if (
-                indent > self._indent
-                or _FRAME.match(body)
+                frame
+                or indent > self._indent
                 or _CARETS.match(body)
                 or stripped == "..."
                 or '", line ' in stripped  # a frame soft-wrapped inside its path
             ):
-                self._after_frame = bool(_FRAME.match(body))
+                self._after_frame = frame
                 self._keep(line)
                 return None
             m = _EXC.match(stripped) or _EXC.match(_OCR_DOTS.sub(".", stripped[:120]) + stripped[120:])
@@ -311,6 +320,8 @@ class TracebackAssembler:
 
 def _strip(line: str) -> str:
     """The line without a per-line log prefix (only tried inside a block)."""
+    if line[:1] in (" ", "\t", ""):
+        return line  # indented: a frame or its source, never a log prefix
     m = _PREFIX.match(line)
     return line[m.end() :] if m else line
 

@@ -130,7 +130,7 @@ def _run(cfg: config_mod.NodeConfig, ident: Identity, flags: Flags, config_path:
             helpers.start()
         if flags.stop:
             return 0
-        learner, tasks = _build_learner(cfg)
+        learner, tasks = _build_learner(cfg, flags)
         print(f"Using Model: {cfg.model}", flush=True)
         exchange = DhtExchange(dht, lambda: dht.peer_id, namespace=cfg.namespace, ttl=cfg.rollout_ttl,
                                max_bytes=cfg.max_record_bytes, expected_peers=dht.visible_peers,
@@ -176,7 +176,7 @@ def _open_chain(cfg: config_mod.NodeConfig, ident: Identity) -> Any:
     ), ident.peer_id)
 
 
-def _build_learner(cfg: config_mod.NodeConfig) -> tuple[Any, Any]:
+def _build_learner(cfg: config_mod.NodeConfig, flags: Flags) -> tuple[Any, Any]:
     from trainer.data import TaskSource
     from trainer.train import GRPOLearner, TrainSettings
 
@@ -193,7 +193,7 @@ def _build_learner(cfg: config_mod.NodeConfig) -> tuple[Any, Any]:
         seed=cfg.seed, checkpoint_dir=cfg.checkpoint_dir, checkpoint_keep=cfg.checkpoint_keep,
         hf_token=cfg.hf_token, hf_push_repo=cfg.hf_push_repo, hf_push_every=cfg.hf_push_every,
     )
-    return GRPOLearner(settings, tasks), tasks
+    return GRPOLearner(settings, tasks, stop_requested=lambda: flags.stop), tasks
 
 
 class LocalSwarm:

@@ -10,6 +10,12 @@ Why it looks like this:
 - Signal handlers only set `Flags`; the loop acts (reconnect in place, or stop:
   checkpoint, return 0). Any unexpected exception propagates and the process exits
   non-zero (W11: 0 is reserved for an intended stop).
+- A stop must not wait for the round to end: a round (generation, gather, a step on
+  a real model) can outlast swarmd's `stop_timeout`, and a SIGKILL would lose what
+  was trained since the last checkpoint. So the round looks at the stop flag between
+  its phases, the learner looks at it inside generation and between micro-batches,
+  and an interrupted round is abandoned whole: the checkpoint written on the way out
+  is the last completed step's, never a half-made one.
 - Progress lines use the upstream hivemind_exp / genrl wording that swarmd's
   classifier knows (see swarmd/classify.py's docstring), prefixed
   `INFO:trainer.node:<animal>:`; a tqdm bar per round shows the four phases.
@@ -53,8 +59,14 @@ class StepLike(Protocol):
     def peer_rewards(self) -> tuple[tuple[str, float], ...]: ...
 
 
+class StepInterrupted(Exception):  # noqa: N818 - names what happened, like KeyboardInterrupt
+    """A learner saw the stop request mid-step and undid the step: model, optimizer
+    and RNG are exactly as the last completed step left them."""
+
+
 class Learner(Protocol):
-    """What the loop needs from trainer.train.GRPOLearner (kept torch-free here)."""
+    """What the loop needs from trainer.train.GRPOLearner (kept torch-free here).
+    `generate` and `train_on` may raise `StepInterrupted` when a stop is requested."""
 
     def generate(self, tasks: Sequence[Task], *, round: int, stage: int, peer_id: str) -> list[Rollout]: ...
     def train_on(self, local: Sequence[Rollout], external: Sequence[Rollout]) -> StepLike: ...
@@ -193,19 +205,27 @@ class Node:
         self.say(f"🐝 Joining round: {rnd} starting at stage: {stage}")
         self.say(f"📈 Training round: {rnd} stage: {stage}")
         self.beat("training")
-        with tqdm(total=4, desc=f"round {rnd}", file=self.out, mininterval=0, ascii=False) as bar:
-            tasks = self.tasks.sample(rnd, self.s.prompts_per_round, salt=self.s.peer_id)
-            local = self.learner.generate(tasks, round=rnd, stage=stage, peer_id=self.s.peer_id)
-            bar.update()
-            self.exchange.publish(rnd, stage, local)
-            bar.update()
-            self.beat("gathering")
-            hint = self.coordinator.seconds_until_next()
-            timeout = self.s.gather_timeout if hint is None else max(1.0, min(self.s.gather_timeout, hint))
-            external = self.exchange.gather(rnd, stage, self.s.max_external, timeout)
-            bar.update()
-            stats = self.learner.train_on(local, external)
-            bar.update()
+        try:
+            with tqdm(total=4, desc=f"round {rnd}", file=self.out, mininterval=0, ascii=False) as bar:
+                tasks = self.tasks.sample(rnd, self.s.prompts_per_round, salt=self.s.peer_id)
+                local = self.learner.generate(tasks, round=rnd, stage=stage, peer_id=self.s.peer_id)
+                bar.update()
+                self._stop_point()
+                self.exchange.publish(rnd, stage, local)
+                bar.update()
+                self._stop_point()
+                self.beat("gathering")
+                hint = self.coordinator.seconds_until_next()
+                timeout = self.s.gather_timeout if hint is None else max(1.0, min(self.s.gather_timeout, hint))
+                external = self.exchange.gather(rnd, stage, self.s.max_external, timeout)
+                bar.update()
+                self._stop_point()
+                stats = self.learner.train_on(local, external)
+                bar.update()
+        except StepInterrupted:
+            last = "none" if self.done is None else f"round {self.done[0]} stage {self.done[1]}"
+            self.say(f"Stop requested during round: {rnd}; abandoning it (last completed: {last})")
+            return
         self.trained += 1
         self.external_total += stats.external_count
         self.done = (rnd, stage)
@@ -225,6 +245,11 @@ class Node:
         self.say(f"📉 Finished training round: {rnd} stage: {stage} reward={stats.mean_reward:.4f} "
                  f"external={stats.external_count}")
         self.beat("training")
+
+    def _stop_point(self) -> None:
+        """Between two phases of a round: a stop abandons the round here."""
+        if self.flags.stop:
+            raise StepInterrupted
 
     def _checkpoint(self) -> None:
         if self.done is not None and self.done != self.saved:

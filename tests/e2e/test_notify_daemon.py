@@ -372,3 +372,34 @@ def test_lost_notify_socket_is_logged_once_and_supervision_goes_on(
         d.wait_event(lambda e: e.get("event") == "sd_notify_recovered")
     finally:
         back.close()
+
+
+def test_start_timeout_is_extended_until_ready_within_ready_timeout(
+    tmp_path: Path, listener: NotifyListener
+) -> None:
+    """A trainer silent for 6 s with ready_timeout = 3 s: EXTEND_TIMEOUT_USEC arrives
+    at once and then about every second, each never reaching past 3 s after swarmd's
+    start, none after that bound, and READY=1 still only after the first progress."""
+    argv, _, marker = slow_start(tmp_path, delay=6.0)
+    cfg = write_config(tmp_path, argv, health="ready_timeout = 3")
+    d = Daemon(tmp_path, cfg, env={"NOTIFY_SOCKET": listener.env_value})
+    try:
+        ready = listener.wait_for(lambda g: g.fields.get("READY") == "1", timeout=40)
+        first_progress_at = float(wait_file(marker))
+        assert ready.wall >= first_progress_at
+        extends = listener.having("EXTEND_TIMEOUT_USEC")
+        assert len(extends) >= 3, [g.fields for g in extends]
+        first = extends[0].mono
+        # The first asks at once (before the trainer could have printed anything).
+        assert first - d.started_mono < 3.0
+        for g in extends:
+            asked = int(g.fields["EXTEND_TIMEOUT_USEC"]) / 1e6
+            assert 0 < asked <= 3.0
+            # Never beyond the bound: 3 s after the first ask, with scheduling slack.
+            assert g.mono + asked <= first + 3.0 + 0.5, (g.mono - first, asked)
+        gaps = [b.mono - a.mono for a, b in itertools.pairwise(extends)]
+        assert all(0.5 <= gap <= 2.0 for gap in gaps), gaps
+        assert extends[-1].mono < ready.mono
+        assert all(g.mono - first < 3.5 for g in extends), "asked for more time past ready_timeout"
+    finally:
+        d.close()

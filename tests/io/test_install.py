@@ -198,3 +198,117 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "", proc.stderr
+
+
+# -- several nodes per host: swarmd@NAME ------------------------------------------------
+
+TEMPLATE = REPO / "systemd" / "swarmd@.service"
+# The keys an instance changes; every other [Service]/[Unit] setting must match the
+# plain unit, so hardening added to one is never missing from the other.
+_PER_INSTANCE = {"Description", "ExecStart", "StateDirectory", "LogsDirectory", "WorkingDirectory",
+                 "Environment", "ReadWritePaths"}
+
+
+def unit_settings(text: str) -> dict[str, list[str]]:
+    """Every `Key=value` of a unit, values in order (keys may repeat)."""
+    out: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if line and not line.startswith(("#", "[")) and "=" in line:
+            key, _, value = line.partition("=")
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def test_instances_get_their_own_config_state_logs_socket_and_port(tmp_path: Path) -> None:
+    """--instance gpu0 / gpu1 beside a plain install: three configs that parse, and
+    no two share a state dir, log dir, control socket, heartbeat or web port."""
+    out0 = install(tmp_path, "--instance", "gpu0").stdout
+    install(tmp_path, "--instance", "gpu1")
+    install(tmp_path)
+    cfgs = [config.load(tmp_path / f"etc/swarmd/{n}.toml") for n in ("gpu0", "gpu1", "monitor")]
+    for facet in (
+        lambda c: c.state_dir, lambda c: c.logs.dir, lambda c: c.control_socket,
+        lambda c: c.health.heartbeat_file, lambda c: c.web.port, lambda c: c.trainer.cwd,
+    ):
+        values = [facet(c) for c in cfgs]
+        assert len(set(values)) == 3, values
+    assert cfgs[0].state_dir == Path("/var/lib/swarmd/gpu0")
+    assert cfgs[0].logs.dir == Path("/var/log/swarmd/gpu0")
+    assert [c.web.port for c in cfgs] == [9465, 9466, 9464]
+    assert (tmp_path / "etc/systemd/system/swarmd@.service").read_text() == TEMPLATE.read_text()
+    assert (tmp_path / "var/lib/swarmd/gpu0").is_dir()
+    assert (tmp_path / "var/log/swarmd/gpu1").is_dir()
+    for hint in ("systemctl start swarmd@gpu0", "journalctl -u swarmd@gpu0 -f",
+                 "tail -f /var/log/swarmd/gpu0/monitor.log", "http://127.0.0.1:9465/"):
+        assert hint in out0
+
+
+def test_instance_reinstall_keeps_its_port_and_changes_nothing(tmp_path: Path) -> None:
+    """Re-running --instance keeps the port it chose; --web-port sets one explicitly."""
+    install(tmp_path, "--instance", "a", "--web-port", "9500")
+    install(tmp_path, "--instance", "b")
+    before = snapshot_tree(tmp_path)
+    out = install(tmp_path, "--instance", "a").stdout
+    assert snapshot_tree(tmp_path) == before
+    assert "a.toml is up to date" in out
+    assert config.load(tmp_path / "etc/swarmd/a.toml").web.port == 9500
+
+
+@pytest.mark.parametrize("name", ["../etc", "gpu 0", "", "monitor", "-x"])
+def test_bad_instance_name_is_refused(tmp_path: Path, name: str) -> None:
+    """A name that could escape its directory or clash with the plain install stops
+    the installer with status 2 before it touches anything."""
+    proc = subprocess.run(
+        ["bash", str(SCRIPT), "--root", str(tmp_path), "--no-venv", "--instance", name],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert not (tmp_path / "etc").exists()
+
+
+def test_uninstalling_an_instance_leaves_the_others(tmp_path: Path) -> None:
+    """--uninstall --instance gpu0 keeps the template, the venv dir and gpu1's files."""
+    install(tmp_path, "--instance", "gpu0")
+    install(tmp_path, "--instance", "gpu1")
+    out = install(tmp_path, "--uninstall", "--instance", "gpu0").stdout
+    assert "disabled swarmd@gpu0.service" in out
+    assert (tmp_path / "etc/systemd/system/swarmd@.service").is_file()
+    assert (tmp_path / "etc/swarmd/gpu0.toml").is_file()
+    assert (tmp_path / "etc/swarmd/gpu1.toml").is_file()
+    install(tmp_path, "--uninstall")
+    assert not (tmp_path / "etc/systemd/system/swarmd@.service").exists()
+
+
+def test_template_unit_differs_from_the_plain_unit_only_in_instance_paths() -> None:
+    """Same hardening, notify, watchdog and kill settings; %i in every path."""
+    plain, tmpl = unit_settings(UNIT.read_text()), unit_settings(TEMPLATE.read_text())
+    shared = set(plain) - _PER_INSTANCE
+    assert {k: tmpl.get(k) for k in shared} == {k: plain[k] for k in shared}
+    assert set(tmpl) == set(plain)
+    assert tmpl["ExecStart"] == ["/opt/swarmd/.venv/bin/swarmd run --config /etc/swarmd/%i.toml"]
+    for key in ("StateDirectory", "LogsDirectory", "WorkingDirectory", "ReadWritePaths"):
+        assert all("%i" in v for v in tmpl[key]), (key, tmpl[key])
+
+
+def test_template_unit_instance_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    """`systemd-analyze verify swarmd@gpu0.service` accepts the installed template."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None or not (HOST_UNITS / "sysinit.target").exists():
+        pytest.skip("systemd-analyze or the host's systemd units are not installed")
+    root = tmp_path / "root"
+    install(root, "--instance", "gpu0")
+    shutil.copytree(HOST_UNITS, root / "usr/lib/systemd/system", symlinks=True)
+    kill = shutil.which("kill", path="/bin:/usr/bin")
+    assert kill is not None
+    (root / "bin").mkdir()
+    shutil.copy(kill, root / "bin/kill")
+    exe = root / "opt/swarmd/.venv/bin/swarmd"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    proc = subprocess.run(
+        [analyze, "verify", f"--root={root}", "/etc/systemd/system/swarmd@gpu0.service"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", proc.stderr

@@ -15,7 +15,7 @@ from swarmd.clock import FakeClock
 from swarmd.heartbeat import read_heartbeat
 from trainer.coordinator import DhtCoordinator
 from trainer.exchange import LocalBoard, LocalExchange, LocalLink
-from trainer.node import Flags, LoopSettings, Node, pick_winner
+from trainer.node import Flags, LoopSettings, Node, StepInterrupted, pick_winner
 from trainer.rollout import Rollout, Task, TaskRef
 
 ME, PEER = "QmMe", "QmPeer"
@@ -40,9 +40,14 @@ class FakeLearner:
     trained: list[tuple[int, int]] = field(default_factory=list)
     saved: list[tuple[int, int]] = field(default_factory=list)
     on_train: object = None
+    on_generate: object = None
     fail_at_round: int | None = None
+    interrupt_at_round: int | None = None  # a stop request arrives during this round's step
+    flags: Flags | None = None
 
     def generate(self, tasks: Sequence[Task], *, round: int, stage: int, peer_id: str) -> list[Rollout]:
+        if callable(self.on_generate):
+            self.on_generate(round)
         self.clock.advance(1.0)
         return [Rollout(peer_id, round, stage, t.ref, ("<answer>1</answer>",)) for t in tasks]
 
@@ -50,6 +55,9 @@ class FakeLearner:
         rnd = local[0].round
         if rnd == self.fail_at_round:
             raise RuntimeError("boom")
+        if rnd == self.interrupt_at_round and self.flags is not None:
+            self.flags.stop = True  # SIGTERM mid-step; the real learner undoes the step
+            raise StepInterrupted("training step")
         self.trained.append((rnd, len(external)))
         if callable(self.on_train):
             self.on_train()
@@ -90,9 +98,9 @@ def _harness(tmp_path: Path, *, max_rounds: int = 3, peers: int = 1, resume: tup
     board = LocalBoard(clock.wall)
     if anchor_ago:
         board.put("ns:clock", PEER, f'{{"t0": {clock.wall() - anchor_ago}}}'.encode(), 3600)
-    learner = FakeLearner(clock, resume=resume)
-    link = LocalLink(peers)
     flags = Flags()
+    learner = FakeLearner(clock, resume=resume, flags=flags)
+    link = LocalLink(peers)
     out = io.StringIO()
     hb = tmp_path / "trainer.json"
     settings = LoopSettings(peer_id=ME, animal="brave tiny owl", heartbeat_path=hb, prompts_per_round=2,
@@ -171,6 +179,38 @@ def test_stop_flag_mid_round_finishes_step_saves_and_exits_zero(tmp_path: Path) 
     assert h.learner.trained == [(0, 0)]
     assert h.learner.saved == [(0, 0)]
     assert "Stopped cleanly" in h.out.getvalue()
+
+
+def test_stop_during_a_round_abandons_it_and_saves_the_last_completed_round(tmp_path: Path) -> None:
+    """SIGTERM while round 1 generates (round 0 trained, not yet checkpointed): the
+    round is abandoned before publish and train, round 0 is saved, run() returns 0."""
+    h = _harness(tmp_path, max_rounds=0)
+
+    def stop_in_round_1(rnd: int) -> None:
+        if rnd == 1:
+            h.flags.stop = True
+
+    h.learner.on_generate = stop_in_round_1
+    assert h.node.run() == 0
+    assert h.learner.trained == [(0, 0)]
+    assert h.learner.saved == [(0, 0)]
+    assert h.board.get("ns:rollouts:1:0", 0.1) == {}, "an abandoned round published its rollouts"
+    text = h.out.getvalue()
+    assert "Stop requested during round: 1; abandoning it (last completed: round 0 stage 0)" in text
+    assert "Finished training round: 1" not in text
+    assert text.rstrip().endswith("Stopped cleanly")
+
+
+def test_step_interrupted_by_the_learner_keeps_the_last_completed_round(tmp_path: Path) -> None:
+    """A learner that undid its step on a stop request: the loop counts nothing for
+    the round, saves the last completed one and exits 0."""
+    h = _harness(tmp_path, max_rounds=0)
+    h.learner.interrupt_at_round = 1
+    assert h.node.run() == 0
+    assert h.learner.trained == [(0, 0)]
+    assert h.learner.saved == [(0, 0)]
+    assert h.node.done == (0, 0)
+    assert "abandoning it (last completed: round 0 stage 0)" in h.out.getvalue()
 
 
 def test_reconnect_flag_reconnects_in_place_without_restart(tmp_path: Path) -> None:

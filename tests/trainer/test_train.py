@@ -4,7 +4,7 @@ rollouts, dropping bad peer rollouts, checkpoints that survive tearing, and resu
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from structlog.testing import capture_logs
 
 from trainer import train
 from trainer.data import TaskSource
+from trainer.node import StepInterrupted
 from trainer.rollout import Rollout, Task, TaskRef
 from trainer.train import GRPOLearner, StepStats, TrainSettings
 
@@ -26,10 +27,24 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-def _learner(tmp_path: Path, **overrides: object) -> GRPOLearner:
-    settings = TrainSettings(checkpoint_dir=tmp_path / "ckpt", num_generations=3,
-                             max_new_tokens=16, **overrides)  # type: ignore[arg-type]
-    return GRPOLearner(settings, TaskSource())
+def _learner(tmp_path: Path, stop_requested: Callable[[], bool] = lambda: False,
+             **overrides: object) -> GRPOLearner:
+    fields: dict[str, object] = {"checkpoint_dir": tmp_path / "ckpt", "num_generations": 3,
+                                 "max_new_tokens": 16, **overrides}
+    settings = TrainSettings(**fields)  # type: ignore[arg-type]
+    return GRPOLearner(settings, TaskSource(), stop_requested=stop_requested)
+
+
+class StopAfter:
+    """A stop request that arrives on the n-th look (1 = already there)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.looks = 0
+
+    def __call__(self) -> bool:
+        self.looks += 1
+        return self.looks >= self.n
 
 
 def _task(source: TaskSource, index: int = 0) -> Task:
@@ -221,3 +236,30 @@ def test_failed_push_is_retried_never_raised_and_hides_the_token(
     assert token not in repr(logs)
     assert token not in repr(learner.settings)
     assert any(e["event"] == "hf_push_failed" for e in logs)
+
+
+def test_stop_during_generation_ends_it_early_and_keeps_the_rng(tmp_path: Path) -> None:
+    """A stop request mid-`generate` ends it at the next token and raises
+    StepInterrupted; the RNG stream is where the last completed step left it."""
+    stop = StopAfter(4)
+    learner = _learner(tmp_path, stop, max_new_tokens=400)
+    rng_before = learner._rng["torch"].clone()
+    with pytest.raises(StepInterrupted):
+        learner.generate(learner.tasks.sample(0, 2, "me"), round=0, stage=0, peer_id="me")
+    assert stop.looks < 20, f"generation ran on for {stop.looks} tokens after the stop"
+    assert torch.equal(learner._rng["torch"], rng_before)
+
+
+def test_stop_between_micro_batches_undoes_the_step(tmp_path: Path) -> None:
+    """A stop request after the first micro-batch's backward: no optimizer step, no
+    gradients left, weights and optimizer state exactly as before the step."""
+    stop = StopAfter(2)
+    learner = _learner(tmp_path, stop)
+    before = _weights(learner)
+    groups = [_graded(_task(learner.tasks, i)) for i in range(train.MICRO_BATCH // 3 + 2)]  # > 1 micro-batch
+    with pytest.raises(StepInterrupted):
+        learner.train_on(groups, [])
+    assert stop.looks == 2, "the step was not interrupted between its micro-batches"
+    assert _same(before, _weights(learner))
+    assert not learner.optimizer.state, "the optimizer stepped"
+    assert all(p.grad is None for p in learner.model.parameters())
