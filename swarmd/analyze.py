@@ -82,14 +82,23 @@ class LogAnalyzer:
         if "\x1b" in line:
             line = _ANSI.sub("", line)
         self._n += 1
+        if self._asm.passes(line):
+            # Most lines: no traceback open or opening; only the line rules speak.
+            sig = self._clf.classify(line)
+            if sig is not None:
+                return self._line_signal(sig, t, ())
+            if line[:1].isalpha() and ("Error" in line or "Exception" in line):
+                return self._lone_exception(line)
+            return _NONE
         was_open = self._asm.in_block
-        source_line = self._asm.expects_source and line[:1].isspace()
+        source_line = self._asm.in_block and line[:1].isspace()
         tb = self._asm.feed(line)
         if self._asm.in_block and (not was_open or tb is not None):
             # A block opens here: a known complaint logged just before it owns it.
             recent = self._last_sig is not None and self._n - self._sig_n <= _CONTEXT_LINES
             self._context = self._last_sig if recent else None
-        # A frame's source line is code (`raise P2PDaemonError(...)`), not an event.
+        # Inside a traceback, an indented line (a frame, its source, carets) is code,
+        # not an event (`raise P2PDaemonError(...)`): the whole block decides.
         sig = None if source_line else self._clf.classify(line)
         if sig is not None and self._asm.in_block and self._clf.has_exception_rules:
             # A user rule names this exception: the whole block decides, not the
@@ -97,36 +106,33 @@ class LogAnalyzer:
             exc = exception_type_of(line)
             if exc and self._clf.exception_rule(exc, line) is not None:
                 sig = None
-        if (
-            tb is None
-            and sig is None
-            and not self._asm.in_block
-            and line[:1].isalpha()
-            and ("Error" in line or "Exception" in line)
-        ):
-            # A final exception line on its own (the reporter kept only that line).
-            exc = exception_type_of(line)
-            if exc and not exc.endswith("Warning"):
-                message = line.split(":", 1)[1].strip() if ":" in line else ""
-                tb = Traceback(exc, message, (line,))
         if tb is None and sig is None:
             return _NONE
-        out: list[Signal] = []
-        if tb is not None:
-            out.append(self._on_block(tb))
-        if sig is not None:
-            if sig.verdict.severity >= _FIX_FROM:
-                sig = with_fix(sig)
-            self._last_sig = sig
-            self._sig_n = self._n
-            out.append(sig)
-            if sig.kind in OPERATOR_KINDS:
-                loop = self._watch.seen(sig, t)
-                if loop is not None:
-                    out.append(loop)
-            elif is_progress(sig):
-                self._watch.progress()
-        return tuple(out)
+        before = (self._on_block(tb),) if tb is not None else ()
+        if sig is None:
+            return before
+        return self._line_signal(sig, t, before)
+
+    def _line_signal(self, sig: Signal, t: float, before: tuple[Signal, ...]) -> tuple[Signal, ...]:
+        if sig.verdict.severity >= _FIX_FROM:
+            sig = with_fix(sig)
+        self._last_sig = sig
+        self._sig_n = self._n
+        if sig.kind in OPERATOR_KINDS:
+            loop = self._watch.seen(sig, t)
+            if loop is not None:
+                return (*before, sig, loop)
+        elif is_progress(sig):
+            self._watch.progress()
+        return (*before, sig)
+
+    def _lone_exception(self, line: str) -> tuple[Signal, ...]:
+        """A final exception line on its own (the reporter kept only that line)."""
+        exc = exception_type_of(line)
+        if not exc or exc.endswith("Warning"):
+            return _NONE
+        message = line.split(":", 1)[1].strip() if ":" in line else ""
+        return (self._on_block(Traceback(exc, message, (line,))),)
 
     def flush(self) -> tuple[Signal, ...]:
         """End of the stream (or the writer exited): the block still open, if any."""
@@ -136,7 +142,23 @@ class LogAnalyzer:
     def pending_operator(self, prompt: bool = False) -> Signal | None:
         return self._watch.pending(prompt)
 
+    def crash_now(self) -> Signal | None:
+        """The last uncaught traceback, counting the block still open, without changing
+        anything (the loop asks this while the reader thread may still feed)."""
+        tb = self._asm.peek()
+        if tb is not None and not tb.caught:
+            sig = self._judge_block(tb)
+            if sig.verdict is not Verdict.TRANSIENT_IGNORE:
+                return sig
+        return self._last_crash
+
     def _on_block(self, tb: Traceback) -> Signal:
+        sig = self._judge_block(tb)
+        if not tb.caught and sig.verdict is not Verdict.TRANSIENT_IGNORE:
+            self._last_crash = sig
+        return sig
+
+    def _judge_block(self, tb: Traceback) -> Signal:
         sig = block_signal(tb, self._clf)
         ctx = self._context
         owned = ctx is not None and ctx.verdict in (Verdict.TRANSIENT_IGNORE, Verdict.RECONNECT_DHT)
@@ -145,8 +167,6 @@ class LogAnalyzer:
             # hivemind caught): the complaint decides, not the generic exception.
             by = ctx.rule if owned and ctx is not None else "library_logger"
             sig = Signal("logged_exception", Verdict.TRANSIENT_IGNORE, sig.line, f"traceback:logged_by:{by}", block=sig.block)
-        if not tb.caught and sig.verdict is not Verdict.TRANSIENT_IGNORE:
-            self._last_crash = sig
         return sig
 
 

@@ -8,20 +8,22 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Sequence
+import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
+
 from swarmd.p2pd import remove_stale_sockets
+from swarmd.pidfile import PidFile
 from swarmd.process import (
     Child,
-    PidFile,
     ProcRef,
     find_leftover,
     is_alive,
-    listening_ports,
+    live_process,
     p2pd_sockets,
-    ports_free,
     snapshot_tree,
     stop_group,
     sweep_orphans,
@@ -75,3 +77,40 @@ def end_leftover_tree(pid: int | None, refs: Sequence[ProcRef], stop_timeout: fl
     ended = sweep_orphans(refs, stop_timeout)
     remove_stale_sockets(p2pd_sockets(refs))
     return len(ended)
+
+
+_PORT_POLL = 0.1
+
+
+def _listening(ports: set[int]) -> set[int]:
+    return {
+        c.laddr.port
+        for c in psutil.net_connections(kind="tcp")
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port in ports
+    }
+
+
+def listening_ports(refs: Iterable[ProcRef]) -> set[int]:
+    """TCP ports the recorded processes (still the same processes) listen on now."""
+    ports: set[int] = set()
+    for ref in refs:
+        proc = live_process(ref)
+        if proc is None:
+            continue
+        with contextlib.suppress(psutil.Error):
+            ports.update(
+                c.laddr.port for c in proc.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr
+            )
+    return ports
+
+
+def ports_free(ports: Iterable[int], timeout: float) -> bool:
+    """Wait (at most `timeout`) until nothing LISTENs on these TCP ports, so a restart
+    with fixed host ports does not fail with EADDRINUSE."""
+    wanted = set(ports)
+    deadline = time.monotonic() + timeout
+    while _listening(wanted):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(_PORT_POLL)
+    return True

@@ -14,10 +14,10 @@ import json
 import os
 import signal
 import sys
-import time
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any
 
 from swarmd import __version__
 from swarmd.errors import SwarmdError
@@ -281,6 +281,7 @@ def render_status(s: dict[str, Any], color: bool = False) -> str:
         ("peer", f"{s.get('animal') or '-'} {s.get('peer_id') or ''}".strip()),
         ("p2pd", p2pd_line(s.get("dht") or {})),
         ("chain", chain_line(s.get("chain") or {})),
+        ("chain queue", "-" if s.get("chain_queue") is None else f"{s['chain_queue']} submissions waiting"),
         ("last progress", f"{dur(s.get('last_progress_age_s'))} ago" if s.get("last_progress_age_s") is not None else "-"),
         ("reward trend", trend),
         ("config", str(s.get("config_path", "-"))),
@@ -380,42 +381,34 @@ def _print_decision(deciding: Sequence[Any]) -> None:
 
 
 def _tail(args: argparse.Namespace) -> int:
+    from swarmd.clock import SystemClock
     from swarmd.config import load
+    from swarmd.follow import FileFollower
+    from swarmd.logs import configure
 
     path = load(Path(args.config).resolve()).logs.monitor_log
     color = sys.stdout.isatty() and "NO_COLOR" not in os.environ
     try:
-        with path.open("rb") as fh:
-            lines = fh.readlines()[-args.n :] if args.n > 0 else []
-            for raw in lines:
-                print(format_event(raw.decode("utf-8", "replace"), color), flush=True)
-            if args.no_follow:
-                return 0
-            _follow(fh, path, color, sys.stdout)
+        history = path.read_bytes()
     except FileNotFoundError:
         raise SwarmdError(f"{path}: no monitor log yet; fix: start swarmd with `swarmd run`") from None
+    # Only complete lines: a half-written last line is printed whole by the follower.
+    done = history.rfind(b"\n") + 1
+    lines = history[:done].splitlines()[-args.n :] if args.n > 0 else []
+    for raw in lines:
+        print(format_event(raw.decode("utf-8", "replace"), color), flush=True)
+    if args.no_follow:
+        return 0
+    # The same follower the daemon uses: it survives rotation, truncation and deletion.
+    # Its own notes (rotated, reopened) are the daemon's business, not this output's.
+    configure(None, None)
+    follower = FileFollower([path], lambda _p, line, _t: print(format_event(line, color), flush=True), clock=SystemClock())
+    follower.start({path: done})
+    try:
+        threading.Event().wait()
+    finally:
+        follower.stop()
     return 0
-
-
-def _follow(fh: Any, path: Path, color: bool, out: TextIO) -> None:
-    """Follow by polling, reopening when the file is rotated (new inode) or truncated."""
-    ino = os.fstat(fh.fileno()).st_ino
-    buf = b""
-    while True:
-        chunk = fh.read(65536)
-        if chunk:
-            buf += chunk
-            *complete, buf = buf.split(b"\n")
-            for raw in complete:
-                print(format_event(raw.decode("utf-8", "replace"), color), file=out, flush=True)
-            continue
-        time.sleep(0.2)
-        with contextlib.suppress(FileNotFoundError):
-            st = path.stat()
-            if st.st_ino != ino or st.st_size < fh.tell():
-                fh.close()
-                fh = path.open("rb")
-                ino = os.fstat(fh.fileno()).st_ino
 
 
 _LEVEL_COLORS = {"debug": "2", "info": "32", "warning": "33", "error": "31", "critical": "1;31"}

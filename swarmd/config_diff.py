@@ -15,8 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from swarmd.config import Config, is_secret_key
+from swarmd.config import Config
 from swarmd.redact import redact_text
+from swarmd.toml_reader import is_secret_key
 
 # Keys a reload names as kept, with why. Everything else applies: the parts
 # reconfigure in place and the trainer restarts with its new settings.

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import structlog
@@ -57,7 +57,7 @@ class _Tracked:
         self.splitter = LineSplitter(max_line)
         self.missing_since: float | None = None
 
-    def open(self, at_end: bool) -> bool:
+    def open(self, at_end: bool, at: int | None = None) -> bool:
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
@@ -65,7 +65,7 @@ class _Tracked:
         st = os.fstat(fd)
         self.fd = fd
         self.ident = (st.st_dev, st.st_ino)
-        self.offset = os.lseek(fd, 0, os.SEEK_END) if at_end else 0
+        self.offset = at if at is not None else os.lseek(fd, 0, os.SEEK_END) if at_end else 0
         self.splitter = LineSplitter(self.max_line)
         self.missing_since = None
         return True
@@ -131,12 +131,15 @@ class FileFollower:
         self.callback_errors = 0
         self._error_reports = ReportLimiter(clock)
 
-    def start(self) -> None:
-        """Open existing files at their end (synchronously), then follow in a thread."""
+    def start(self, offsets: Mapping[Path, int] | None = None) -> None:
+        """Open existing files at their end (synchronously), then follow in a thread.
+        `offsets`: start these files at this byte instead (`swarmd tail` has printed
+        the history up to there)."""
         if self._thread is not None:
             raise RuntimeError("FileFollower already started")
+        at = {Path(k).absolute(): v for k, v in (offsets or {}).items()}
         for t in self._files:
-            t.open(at_end=True)
+            t.open(at_end=True, at=at.get(t.path))
         self._observer = Observer()
         self._observer.daemon = True
         self._watch_dirs()

@@ -154,31 +154,33 @@ class LineGate:
         self._gen = gen
         self._source = source
         self._last_frame = 0.0
-        self._lock = threading.Lock()  # the reader feeds, the loop flushes at an exit
+        self._last_noise = 0.0
+        # Fed by the reader thread only; the loop reads `last_crash` (a read-only peek).
         self._analyzer: LogAnalyzer | None = None
         self._analyzer_rules: Classifier | None = None
 
     def __call__(self, line: str, t: float) -> None:
         clf = self._classifier()
-        with self._lock:
-            an = self._analyzer
-            if an is None or self._analyzer_rules is not clf:
-                an = self._analyzer = LogAnalyzer(clf)
-                self._analyzer_rules = clf
-            signals = an.feed(line, t)
+        an = self._analyzer
+        if an is None or self._analyzer_rules is not clf:
+            an = self._analyzer = LogAnalyzer(clf)
+            self._analyzer_rules = clf
+        signals = an.feed(line, t)
         for sig in signals:
             if sig.verdict is Verdict.HEALTHY_PROGRESS and sig.round is None and not sig.block:
                 if t - self._last_frame < _FRAME_COALESCE:
                     continue
                 self._last_frame = t
+            elif sig.verdict is Verdict.TRANSIENT_IGNORE:
+                # Noise decides nothing (the status page shows the latest): a library
+                # logging caught tracebacks by the hundred must not flood the loop.
+                if t - self._last_noise < _FRAME_COALESCE:
+                    continue
+                self._last_noise = t
             self._post(LineSeen(self._gen(), sig, t, self._source))
 
     def last_crash(self) -> Signal | None:
-        """Close the block still open (its writer exited) and return the last uncaught
-        traceback's signal: the exit context's evidence."""
-        with self._lock:
-            an = self._analyzer
-            if an is None:
-                return None
-            an.flush()
-            return an.last_crash
+        """The last uncaught traceback's signal, the block still open included (its
+        writer exited): the exit context's evidence."""
+        an = self._analyzer
+        return an.crash_now() if an is not None else None

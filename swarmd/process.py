@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import signal
 import subprocess
@@ -20,7 +19,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import psutil
 import structlog
@@ -137,7 +136,7 @@ class PosixChild:
         now = time.monotonic()
         if not self._members and now - self._last_scan >= _SCAN_EVERY:
             self._last_scan = now
-            self._members = set(_group_members(self.pgid))
+            self._members = _members_among(self.pgid, psutil.pids())
         return bool(self._members)
 
     def close(self) -> None:
@@ -252,7 +251,7 @@ def snapshot_tree(pid: int, create_time: float | None = None) -> list[ProcRef]:
     return [ref for ref in map(_ref, procs) if ref is not None]
 
 
-def _live(ref: ProcRef) -> psutil.Process | None:
+def live_process(ref: ProcRef) -> psutil.Process | None:
     """The process `ref` names if it still runs (not a zombie) with the same identity."""
     try:
         proc = psutil.Process(ref.pid)
@@ -266,7 +265,7 @@ def _live(ref: ProcRef) -> psutil.Process | None:
 
 def is_alive(ref: ProcRef) -> bool:
     """True while the exact recorded process runs (pid reuse and zombies are False)."""
-    return _live(ref) is not None
+    return live_process(ref) is not None
 
 
 def _tree_pids(roots: Iterable[int]) -> set[int]:
@@ -289,25 +288,6 @@ def _members_among(pgid: int, pids: Iterable[int]) -> set[int]:
         try:
             if os.getpgid(pid) == pgid and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
                 members.add(pid)
-        except (OSError, psutil.Error):
-            continue
-    return members
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Non-zombie pids in process group `pgid`. killpg(0) alone also counts zombies,
-    which linger until their parent (maybe us) reaps them."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return []
-    except PermissionError:
-        pass
-    members = []
-    for pid in psutil.pids():
-        try:
-            if os.getpgid(pid) == pgid and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                members.append(pid)
         except (OSError, psutil.Error):
             continue
     return members
@@ -372,7 +352,7 @@ def sweep_orphans(
     """
     targets: dict[ProcRef, psutil.Process] = {}
     for ref in refs:
-        proc = _live(ref)
+        proc = live_process(ref)
         if proc is not None and _not_us(ref):
             targets[ref] = proc
     if not targets:
@@ -394,106 +374,12 @@ def p2pd_sockets(refs: Iterable[ProcRef]) -> list[Path]:
     return list(dict.fromkeys(path for ref in filter(is_p2pd, refs) for path in p2pd.listen_sockets(ref.cmdline)))
 
 
-def _listening(ports: set[int]) -> set[int]:
-    return {
-        c.laddr.port
-        for c in psutil.net_connections(kind="tcp")
-        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port in ports
-    }
-
-
-def listening_ports(refs: Iterable[ProcRef]) -> set[int]:
-    """TCP ports the recorded processes (still the same processes) listen on now."""
-    ports: set[int] = set()
-    for ref in refs:
-        proc = _live(ref)
-        if proc is None:
-            continue
-        with contextlib.suppress(psutil.Error):
-            ports.update(
-                c.laddr.port for c in proc.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN and c.laddr
-            )
-    return ports
-
-
-def ports_free(ports: Iterable[int], timeout: float) -> bool:
-    """Wait (at most `timeout`) until nothing LISTENs on these TCP ports, so a restart
-    with fixed host ports does not fail with EADDRINUSE."""
-    wanted = set(ports)
-    deadline = time.monotonic() + timeout
-    while _listening(wanted):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(_POLL * 2)
-    return True
-
-
-class PidRecord(NamedTuple):
-    pid: int
-    create_time: float
-
-
-@dataclass
-class PidFile:
-    """`state_dir/trainer.pid`: lets a restarted swarmd find a trainer its previous
-    run left behind (crash, SIGKILL, OOM of the supervisor itself)."""
-
-    path: Path
-
-    def write(
-        self, child_pid: int, child_create_time: float, supervisor_pid: int, tree: Iterable[ProcRef] = ()
-    ) -> None:
-        """`tree`: every process of the trainer's tree seen so far, so a restarted swarmd
-        can end the p2pd a dead trainer left behind even when the trainer itself is gone
-        (it usually dies of EPIPE at its next print once our end of the pipe is closed)."""
-        data = {
-            "pid": child_pid,
-            "create_time": child_create_time,
-            "supervisor_pid": supervisor_pid,
-            "tree": [[r.pid, r.create_time, r.name, list(r.cmdline)] for r in tree],
-        }
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data), encoding="utf-8")
-        tmp.replace(self.path)
-
-    def read(self) -> PidRecord | None:
-        try:
-            data = json.loads(self.path.read_bytes())
-            pid, create_time = data["pid"], data["create_time"]
-        except (OSError, ValueError, TypeError, KeyError):
-            return None
-        if not isinstance(pid, int) or isinstance(pid, bool) or not isinstance(create_time, int | float):
-            return None
-        return PidRecord(pid, float(create_time))
-
-    def read_tree(self) -> list[ProcRef]:
-        """The recorded tree; entries that do not parse are skipped, never raised."""
-        try:
-            raw = json.loads(self.path.read_bytes()).get("tree", [])
-        except (OSError, ValueError, AttributeError):
-            return []
-        return [
-            ProcRef(item[0], float(item[1]), item[2], tuple(str(a) for a in item[3]))
-            for item in (raw if isinstance(raw, list) else [])
-            if isinstance(item, list)
-            and len(item) == 4
-            and isinstance(item[0], int)
-            and isinstance(item[1], int | float)
-            and isinstance(item[2], str)
-            and isinstance(item[3], list)
-        ]
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
-
-
-def find_leftover(record: PidRecord | tuple[int, float] | None) -> ProcRef | None:
+def find_leftover(record: tuple[int, float] | None) -> ProcRef | None:
     """The recorded trainer if it still runs as the same process (pid reuse safe)."""
     if record is None:
         return None
     recorded = ProcRef(record[0], record[1], "", ())
-    proc = _live(recorded)
+    proc = live_process(recorded)
     if proc is None or not _not_us(recorded):
         return None
     return _ref(proc)

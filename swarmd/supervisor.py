@@ -33,7 +33,8 @@ from swarmd.machine import Machine
 from swarmd.metrics import Metrics
 from swarmd.notify import Notifier
 from swarmd.parts import Kept, Part, Parts
-from swarmd.process import PidFile, Spawner
+from swarmd.pidfile import PidFile
+from swarmd.process import Spawner
 from swarmd.readiness import Readiness
 from swarmd.signal_bridge import OsSignal
 from swarmd.status_board import StatusBoard
@@ -297,6 +298,7 @@ class Supervisor:
             peers=beat.peers if beat else None,
             peer_id=beat.peer_id if beat else "",
             animal=beat.animal if beat else "",
+            chain_queue=beat.chain_queue if beat else None,
             next_start_in_s=None if m.restart_at is None else round(max(0.0, m.restart_at - now), 1),
             config_path=m.config.source,
             stall_threshold=m.policy.stall_threshold(),

@@ -94,7 +94,7 @@ _MEMORY = (
 def cause_of(tb: Traceback) -> Cause:
     """The cause of an uncaught traceback (callers treat `tb.caught` first)."""
     if not tb.exc_type:
-        return _cut_cause(tb.lines[-6:])
+        return _cut_cause(tb.lines)
     return cause_of_text(tb.short_type, tb.message)
 
 
@@ -152,14 +152,17 @@ _RUNTIME_DIRS = ("/tmp/", "/dev/shm/", "/run/")  # noqa: S108
 
 
 _CONFIG_FRAME = re.compile(r"\bparse_args\w*\(|hydra/_internal/config_loader|\bcompose\(|OmegaConf\.load\(")
+_KV_CACHE_FRAME = re.compile(r"in _initialize_kv_caches\b|in _allocate_kv_cache\b|in determine_num_available_blocks\b")
 _ENGINE_INIT_FRAME = re.compile(r"\bLLM\(|vllm/engine/\w+\.py\", line \d+, in (?:__init__|from_engine_args)")
 
 
-def _cut_cause(tail: tuple[str, ...]) -> Cause:
+def _cut_cause(lines: tuple[str, ...]) -> Cause:
     """An excerpt cut before the final exception: where it stopped still tells the kind
     when that place runs once per start (argument parsing, building the inference
     engine), so the same start fails the same way."""
-    text = "\n".join(tail)
+    if any(_KV_CACHE_FRAME.search(line) for line in lines):
+        return Cause(_FATAL, "vllm_kv_cache_oom", _HARDWARE[2][1].fix)
+    text = "\n".join(lines[-6:])
     if _CONFIG_FRAME.search(text):
         return Cause(_FATAL, "config_error", "the node's arguments or config do not parse: fix the key the error names")
     if _ENGINE_INIT_FRAME.search(text):

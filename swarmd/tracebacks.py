@@ -152,6 +152,16 @@ class TracebackAssembler:
         """The next line is the source line of the frame just read (code, not an event)."""
         return self._state == _FRAMES and self._after_frame
 
+    def passes(self, line: str) -> bool:
+        """The hot path: no block is open and this line opens none (it is only kept as
+        context for the next block). False: call `feed` with it."""
+        if self._state != _IDLE or _HEADER in line or _HYDRA in line or _FRAME_HINT in line:
+            return False
+        if line and not line.isspace():
+            self._prev2 = self._prev
+            self._prev = line
+        return True
+
     def feed(self, line: str) -> Traceback | None:
         """One line in; the block it closed (if any) out. The line itself may open a
         new block, which is then reported by a later call."""
@@ -169,6 +179,14 @@ class TracebackAssembler:
             else:
                 self._note(line)
         return done
+
+    def peek(self) -> Traceback | None:
+        """The block still open as it stands, without closing it (safe to call from
+        another thread than the feeder: it only reads)."""
+        if self._state == _IDLE or (not self._exc_type and len(self._lines) < 2):
+            return None
+        return Traceback(self._exc_type, self._exc_msg[:2000], tuple(self._lines), self._caught, self._logged,
+                         self._chained, self._header)
 
     def flush(self) -> Traceback | None:
         """The block still open (end of input, or the writer exited), if any."""
@@ -243,14 +261,15 @@ class TracebackAssembler:
             return None
         indent = len(body) - len(body.lstrip())
         if self._state == _FRAMES:
+            frame = _FRAME.match(body) is not None
             if (
-                indent > self._indent
-                or _FRAME.match(body)
+                frame
+                or indent > self._indent
                 or _CARETS.match(body)
                 or stripped == "..."
                 or '", line ' in stripped  # a frame soft-wrapped inside its path
             ):
-                self._after_frame = bool(_FRAME.match(body))
+                self._after_frame = frame
                 self._keep(line)
                 return None
             m = _EXC.match(stripped) or _EXC.match(_OCR_DOTS.sub(".", stripped[:120]) + stripped[120:])
@@ -301,6 +320,8 @@ class TracebackAssembler:
 
 def _strip(line: str) -> str:
     """The line without a per-line log prefix (only tried inside a block)."""
+    if line[:1] in (" ", "\t", ""):
+        return line  # indented: a frame or its source, never a log prefix
     m = _PREFIX.match(line)
     return line[m.end() :] if m else line
 

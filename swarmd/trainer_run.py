@@ -21,7 +21,8 @@ from swarmd.clock import Clock
 from swarmd.config import TrainerConfig
 from swarmd.events import ChildDown, ChildExited
 from swarmd.log_files import TrainerLog
-from swarmd.process import Child, PidFile, ProcRef, Spawner, snapshot_tree
+from swarmd.pidfile import PidFile
+from swarmd.process import Child, ProcRef, Spawner, snapshot_tree
 from swarmd.redact import redact_bytes
 from swarmd.rotating import RotatingLog
 

@@ -10,7 +10,9 @@ Hugging Face token is deliberately NOT a key: it is read from HF_TOKEN or
 HUGGINGFACE_ACCESS_TOKEN in the environment, so it never sits in a file that gets
 copied into bug reports (a `hf_token` key is rejected with that advice).
 
-Imports only the standard library and swarmd.errors: `python -m trainer --help` and a
+The TOML reading and the typed getters are swarmd's (`swarmd.toml_reader`): both config
+files answer a bad value with the same `file:line` error. Imports only the standard
+library, swarmd.errors and swarmd.toml_reader: `python -m trainer --help` and a
 config error come back in milliseconds, without torch.
 """
 
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from swarmd.errors import ConfigError
+from swarmd.toml_reader import Context, Table, decode_toml, read_config_text
 
 DEVICES = ("cpu", "cuda", "mps", "auto")
 DTYPES = ("fp32", "bf16", "fp16")
@@ -90,12 +93,7 @@ _SECRET_KEYS = {"hf_token", "huggingface_access_token", "token"}
 
 
 def load(path: Path, overrides: tuple[str, ...] = (), env: dict[str, str] | None = None) -> NodeConfig:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(str(path), f"cannot read config ({exc.strerror})",
-                          fix="pass an existing file with --config") from None
-    return parse(text, str(path), path.resolve().parent, overrides, env)
+    return parse(read_config_text(path, "trainer.toml"), str(path), path.resolve().parent, overrides, env)
 
 
 def parse(
@@ -105,15 +103,13 @@ def parse(
     overrides: tuple[str, ...] = (),
     env: dict[str, str] | None = None,
 ) -> NodeConfig:
-    try:
-        raw: dict[str, Any] = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(source, f"not valid TOML: {exc}", fix="check quoting and brackets") from None
+    ctx = Context(source, text)
+    raw = decode_toml(text, ctx)
     for item in overrides:
         key, value = _override(item, source)
         raw[key] = value
     env = dict(os.environ) if env is None else env
-    return _build(raw, source, base_dir, env)
+    return _build(Table(raw, "", ctx), source, base_dir, env)
 
 
 def _override(item: str, source: str) -> tuple[str, Any]:
@@ -127,17 +123,13 @@ def _override(item: str, source: str) -> tuple[str, Any]:
         return key, value  # a bare word: take it as a string
 
 
-def _build(raw: dict[str, Any], source: str, base_dir: Path, env: dict[str, str]) -> NodeConfig:
+def _build(t: Table, source: str, base_dir: Path, env: dict[str, str]) -> NodeConfig:
     known = {f.name: f for f in fields(NodeConfig)}
-    for key in raw:
+    for key in t.data:
         if key.lower() in _SECRET_KEYS:
-            raise ConfigError(source, "tokens do not belong in the config file", key=key,
-                              fix="remove it and export HF_TOKEN in the environment")
-        if key not in known:
-            raise ConfigError(source, "unknown key", key=key, fix=f"remove it or use one of: {', '.join(sorted(known))}")
-    values: dict[str, Any] = {}
-    for key, value in raw.items():
-        values[key] = _typed(key, value, known[key].type, source, base_dir)
+            raise t.error(key, "tokens do not belong in the config file", "remove it and export HF_TOKEN in the environment")
+    t.reject_unknown(known)
+    values = {key: _typed(t, key, known[key].type, base_dir) for key in t.data}
     state_dir = values.setdefault("state_dir", base_dir / "state")
     values.setdefault("identity_path", state_dir / "swarm.pem")
     values.setdefault("checkpoint_dir", state_dir / "checkpoints")
@@ -150,30 +142,20 @@ def _build(raw: dict[str, Any], source: str, base_dir: Path, env: dict[str, str]
     return cfg
 
 
-def _typed(key: str, value: Any, annotation: object, source: str, base_dir: Path) -> Any:
+def _typed(t: Table, key: str, annotation: object, base_dir: Path) -> Any:
+    """One key through the shared typed getters; ranges are `_validate`'s."""
     text = str(annotation)
-    if key in _OPTIONAL and value in ("", None):
+    if key in _OPTIONAL and t.data[key] in ("", None):
         return None
     if key in _PATHS:
-        if not isinstance(value, str) or not value:
-            raise ConfigError(source, "expected a path string", key=key, fix=f'{key} = "state/..."')
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else base_dir / p
+        return t.path(key, base_dir, base_dir)
     if key in _LISTS:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(source, "expected a list of strings", key=key, fix=f'{key} = ["..."]')
-        return tuple(value)
+        return t.strings(key)
     if text.startswith("int"):
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise ConfigError(source, f"expected an integer, got {value!r}", key=key, fix=f"{key} = 4")
-        return value
+        return t.integer(key, 0, low=-(2**63))
     if text.startswith("float"):
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise ConfigError(source, f"expected a number, got {value!r}", key=key, fix=f"{key} = 1.0")
-        return float(value)
-    if not isinstance(value, str):
-        raise ConfigError(source, f"expected a string, got {value!r}", key=key, fix=f'{key} = "..."')
-    return value
+        return t.number(key, 0.0, low=float("-inf"))
+    return t.string(key, "")
 
 
 def _validate(cfg: NodeConfig, source: str) -> None:

@@ -25,7 +25,10 @@ numerics:
 With one step per generation batch (trl's `num_iterations=1`) the old log-probs equal
 the current ones detached, as in trl. Sequences whose advantage is exactly 0 (a group
 where every completion scored the same) add nothing to the loss, so their forward
-and backward are skipped when `beta == 0`; they still count in the normaliser.
+and backward are skipped when `beta == 0`; they still count in the normaliser, and a
+step with nothing left to learn from skips the optimizer too. `skip_zero_advantage =
+False` turns that off (every sequence through forward/backward, one optimizer step per
+call, as trl does): benchmarks compare equal work that way and time the skip apart.
 
 Every reward is recomputed here from the TaskRef (trainer.rollout, W22): a peer's
 text is the only thing trusted, and bad or oversized external rollouts are dropped
@@ -98,6 +101,8 @@ class TrainSettings:
     hf_token: str | None = field(default=None, repr=False)  # never in a repr or a log
     hf_push_repo: str | None = None
     hf_push_every: int = 0
+    skip_zero_advantage: bool = True  # see the module docstring
+    static_kv_cache: bool = True  # CUDA only: static KV cache, which HF compiles for decode
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,8 @@ class StepStats:
     step_seconds: float
     completion_tokens: int
     peer_rewards: tuple[tuple[str, float], ...] = ()  # (peer id, mean reward recomputed here)
+    groups: int = 0
+    zero_advantage_groups: int = 0  # every completion scored the same: no signal
 
 
 @dataclass
@@ -164,7 +171,7 @@ class GRPOLearner:
         self._eos_id = int(self.tokenizer.eos_token_id)
         self._pad_id = int(self.tokenizer.pad_token_id)
         self._cuda = self.device.type == "cuda"
-        self._static_cache = self._cuda  # CUDA: static KV cache lets HF compile decode
+        self._static_cache = self._cuda and settings.static_kv_cache
         self._rng = self._seeded_rng(settings.seed)
         self._ids: dict[Rollout, tuple[list[int], list[list[int]]]] = {}
         self.model.train()
@@ -280,6 +287,8 @@ class GRPOLearner:
             step_seconds=time.perf_counter() - start,
             completion_tokens=tokens,
             peer_rewards=_per_peer(groups),
+            groups=len(groups),
+            zero_advantage_groups=sum(1 for g in groups if not any(g.advantages)),
         )
 
     def _external_problem(self, r: object) -> str | None:
@@ -316,7 +325,7 @@ class GRPOLearner:
         """Loss over all sequences, one clipped optimizer step; returns (loss, tokens)."""
         seqs = [(g.prompt_ids, c, a) for g in groups for c, a in zip(g.completion_ids, g.advantages, strict=True)]
         tokens = sum(len(c) for _, c, _ in seqs)
-        if self.ref_model is None:
+        if self.ref_model is None and self.settings.skip_zero_advantage:
             seqs = [s for s in seqs if s[2] != 0.0 and s[1]]
         if not seqs:
             return 0.0, tokens  # nothing to learn from: no step, so Adam's momentum stays put
@@ -558,10 +567,20 @@ def _verify(path: Path, model: str) -> str | None:
     return None
 
 
-def plain_trl_trainer(settings: TrainSettings, prompts: Sequence[str],
+def plain_trl_trainer(settings: TrainSettings, tasks: Sequence[Task],
                       reward_func: Callable[..., list[float]], max_steps: int,
                       output_dir: Path, model: Any = None, tokenizer: Any = None) -> Any:
-    """An unmodified trl GRPOTrainer with our settings: the benchmark's baseline."""
+    """An unmodified trl GRPOTrainer doing the work a GRPOLearner does: the baseline.
+
+    Equal work is the point, so everything that decides the work is pinned: the same
+    weights (same loader and seed), `prompts_per_round` tasks x `num_generations` per
+    optimizer step, taken in the order given (`shuffle_dataset=False`), one generation
+    per step, the same sampling (trl's defaults, which ours reads), max tokens, dtype,
+    learning rate, clipping and beta, and the same KV cache (static on CUDA only when
+    `static_kv_cache`, as `GRPOLearner`; trl builds its GenerationConfig with
+    `disable_compile=True`, which is trl's choice, kept). Rows carry `answer`, so
+    `reward_func(completions=..., answer=[...], ...)` can score as `total_reward` does.
+    """
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer  # type: ignore[attr-defined]
 
@@ -570,18 +589,24 @@ def plain_trl_trainer(settings: TrainSettings, prompts: Sequence[str],
             settings.model, device=settings.device, dtype=settings.dtype, seed=settings.seed
         )
     bf16 = settings.dtype == "bf16"
+    static = settings.device.startswith("cuda") and settings.static_kv_cache
     config = GRPOConfig(
         output_dir=str(output_dir), max_steps=max_steps, learning_rate=settings.learning_rate,
         max_grad_norm=settings.max_grad_norm, beta=settings.beta, seed=settings.seed,
         num_generations=settings.num_generations, max_completion_length=settings.max_new_tokens,
         per_device_train_batch_size=settings.num_generations * settings.prompts_per_round,
+        shuffle_dataset=False, cache_implementation="static" if static else None,
+        weight_decay=0.0, lr_scheduler_type="constant", warmup_steps=0,  # ours: AdamW, fixed lr
         bf16=bf16, fp16=False, use_cpu=settings.device == "cpu",
         gradient_checkpointing=False,  # ours does not checkpoint either: compare like with like
-        report_to="none", save_strategy="no", logging_steps=max_steps + 1, disable_tqdm=True,
+        report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
         dataloader_num_workers=0,
     )
-    data = Dataset.from_dict({"prompt": [[{"role": "system", "content": SYSTEM_PROMPT},
-                                          {"role": "user", "content": p}] for p in prompts]})
+    data = Dataset.from_dict({
+        "prompt": [[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": t.question}]
+                   for t in tasks],
+        "answer": [t.answer for t in tasks],
+    })
     return GRPOTrainer(
         model=model, reward_funcs=reward_func, args=config,  # type: ignore[arg-type]
         train_dataset=data, processing_class=tokenizer,

@@ -76,7 +76,7 @@ def test_rpc_down_at_start_is_one_line_and_a_restartable_exit(deployed: Deployed
 
 @pytest.mark.slow
 @pytest.mark.swarm
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)  # model build + DHT start under a loaded 2-core box
 def test_node_trains_the_chain_rounds_and_loses_no_reward(deployed: Deployed, tmp_path: Path) -> None:
     deployed.anvil.fund(load_or_create(tmp_path / "node" / "chain.key").address)
     stop = threading.Event()
@@ -87,12 +87,12 @@ def test_node_trains_the_chain_rounds_and_loses_no_reward(deployed: Deployed, tm
 
     log = tmp_path / "stdout.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(_trainer(tmp_path, deployed, "max_rounds=3"), cwd=REPO, env=_env(), stdout=out,
+        proc = subprocess.Popen(_trainer(tmp_path, deployed, "max_rounds=2"), cwd=REPO, env=_env(), stdout=out,
                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     manager = threading.Thread(target=stage_manager, daemon=True)
     manager.start()
     try:
-        code = proc.wait(240)
+        code = proc.wait(420)
     finally:
         stop.set()
         manager.join(10)
@@ -106,7 +106,7 @@ def test_node_trains_the_chain_rounds_and_loses_no_reward(deployed: Deployed, tm
     assert code == 0, text[-2000:]
     peer_id = HELLO.search(text).group(1)  # type: ignore[union-attr]
     trained = [(int(r), int(s)) for r, s in FINISHED.findall(text)]
-    assert len(trained) == 3, text[-2000:]
+    assert len(trained) == 2, text[-2000:]
     reader = deployed.client()
     assert reader.eoa_of(peer_id) == load_or_create(tmp_path / "node" / "chain.key").address
     queued = {(i.round, i.stage) for i in SubmissionQueue(tmp_path / "node" / "chain-queue").pending()}

@@ -219,8 +219,8 @@ round_length = 5
 urls = ["http://127.0.0.1:{http_port}/"]
 tcp = ["127.0.0.1:{tcp_port}"]
 dns = ["localhost"]
-interval = 0.6
-timeout = 0.6
+interval = 1
+timeout = 1
 require_network = false
 [web]
 enabled = true
@@ -274,13 +274,13 @@ def test_sighup_applies_every_key_of_monitor_toml(
     try:
         d.state("running")
         append(tmp_path / "follow-a.log", "warming up")
-        assert wait_until(lambda: http_ok(f"http://127.0.0.1:{web_a}/health"), 10, lambda: "old web never served")
+        assert wait_until(lambda: http_ok(f"http://127.0.0.1:{web_a}/health"), 60, lambda: "old web never served")
         cfg.write_text(config_b(tmp_path, tcp_b, web_b, http.server_address[1]))
         d.signal(signal.SIGHUP)
 
         # The monitor log moved: the reload event is the first line of the new file.
         d.monitor_log = tmp_path / "logs-b" / "monitor-b.log"
-        reloaded = d.wait_event(lambda e: e.get("event") == "config_reloaded")
+        reloaded = d.wait_event(lambda e: e.get("event") == "config_reloaded", timeout=60)
         new_flat = flatten(load(cfg))
         # Every key but web.enabled (the web must serve to show its new address; the
         # second reload below turns it off).
@@ -291,18 +291,17 @@ def test_sighup_applies_every_key_of_monitor_toml(
         assert "--no-console" in kept["logs.console"]
 
         # The new trainer: command, cwd, env and stdin, writing to the new trainer log.
-        d.wait_event(lambda e: e.get("event") == "child_started" and "bravo" in e.get("argv", []))
-        d.state("running", count=1)
+        d.wait_event(lambda e: e.get("event") == "child_started" and "bravo" in e.get("argv", []), timeout=60)
         tlog = tmp_path / "logs-b" / "trainer-b.log"
         seen = lambda: "".join(p.read_text(errors="replace") for p in tlog.parent.glob("trainer-b.log*") if p.suffix != ".gz")  # noqa: E731
-        wait_until(lambda: "Joining round" in seen(), 20, lambda: f"new trainer log: {seen()[-500:]!r}")
+        wait_until(lambda: "Joining round" in seen(), 60, lambda: f"new trainer log: {seen()[-500:]!r}")
         whole = seen() + "".join(gzip.decompress(p.read_bytes()).decode() for p in tlog.parent.glob("*.gz"))
         assert f"cwd={tmp_path / 'work-b'}" in whole
         assert "mark=b" in whole
         assert "stdin=from-b" in whole
 
         # Rotation: 32 KiB files, two kept, compressed.
-        wait_until((tlog.parent / "trainer-b.log.2.gz").exists, 10, lambda: str(sorted(tlog.parent.iterdir())))
+        wait_until((tlog.parent / "trainer-b.log.2.gz").exists, 60, lambda: str(sorted(tlog.parent.iterdir())))
         names = sorted(p.name for p in tlog.parent.iterdir())
         assert not any(n.startswith("trainer-b.log.3") for n in names), names
         assert tlog.stat().st_size <= 32768
@@ -310,7 +309,7 @@ def test_sighup_applies_every_key_of_monitor_toml(
         # Heartbeat: the new file is read (peers 7, animal bravo).
         b_sock = tmp_path / "state" / "b.sock"
         status = lambda: request(b_sock, "status")["status"]  # noqa: E731
-        wait_until(lambda: status().get("peers") == 7 and status().get("animal") == "bravo", 10, lambda: str(status()))
+        wait_until(lambda: status().get("peers") == 7 and status().get("animal") == "bravo", 60, lambda: str(status()))
 
         # Control socket moved; the web server moved.
         assert not (tmp_path / "state" / "a.sock").exists()
@@ -325,25 +324,24 @@ def test_sighup_applies_every_key_of_monitor_toml(
         # (follow paths resolve against the trainer's cwd, which moved to work-b)
         append(tmp_path / "work-b" / "follow-b.log", "ALPHA-FAULT is no rule any more")
         append(tmp_path / "work-b" / "follow-b.log", "BRAVO-FAULT raised by the new rule")
-        decision = d.wait_event(lambda e: e.get("event") == "decision" and e.get("reason") == "bravo")
+        decision = d.wait_event(lambda e: e.get("event") == "decision" and e.get("reason") == "bravo", timeout=60)
         assert "new rule" in decision["evidence"], decision
         time.sleep(0.5)
         decisions = [e for e in d.events() if e.get("event") == "decision"]
         assert not any("ALPHA" in e.get("evidence", "") or "no longer followed" in e.get("evidence", "") for e in decisions)
 
         # Probes: the old target going away is no longer watched; the new one is.
-        downs_before = len([e for e in d.events() if e.get("event") == "network_down"])
         close(listeners["a"])
-        time.sleep(1.5)
-        assert len([e for e in d.events() if e.get("event") == "network_down"]) == downs_before
+        time.sleep(2.5)  # two probe intervals
+        downs = [e for e in d.events() if e.get("event") == "network_down"]
+        assert not [e for e in downs if str(tcp_a) in e.get("detail", "")], downs
         close(listeners["b"])
-        down = d.wait_event(lambda e: e.get("event") == "network_down", timeout=10, count=downs_before + 1)
-        assert str(tcp_b) in down["detail"], down
+        d.wait_event(lambda e: e.get("event") == "network_down" and str(tcp_b) in e.get("detail", ""), timeout=60)
 
         # web.enabled: off closes the server.
         cfg.write_text(config_b(tmp_path, tcp_b, web_b, http.server_address[1]).replace("enabled = true\nbind", "enabled = false\nbind"))
         d.signal(signal.SIGHUP)
-        second = d.wait_event(lambda e: e.get("event") == "config_reloaded", count=2)
+        second = d.wait_event(lambda e: e.get("event") == "config_reloaded", count=2, timeout=60)
         assert second["changed"] == ["web.enabled"], second
         assert second["kept"] == [], second
         assert not http_ok(f"http://127.0.0.2:{web_b}/health")

@@ -19,10 +19,11 @@ import psutil
 import pytest
 from structlog.testing import capture_logs
 
+from swarmd.cleanup import listening_ports, ports_free
 from swarmd.errors import NoPermission, NotExecutable, NotFound
 from swarmd.p2pd import remove_stale_sockets
+from swarmd.pidfile import PidFile
 from swarmd.process import (
-    PidFile,
     PosixChild,
     PosixSpawner,
     ProcRef,
@@ -30,7 +31,6 @@ from swarmd.process import (
     is_alive,
     map_spawn_error,
     p2pd_sockets,
-    ports_free,
     snapshot_tree,
     stop_group,
     sweep_orphans,
@@ -442,8 +442,6 @@ def test_listening_ports_of_a_recorded_tree_are_found_and_freed(tmp_path: Path, 
     """A trainer's listening port is seen while it runs and reported free after it ends."""
     from swarmd.process import (
         PosixSpawner,
-        listening_ports,
-        ports_free,
         snapshot_tree,
         stop_group,
     )

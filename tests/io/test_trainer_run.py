@@ -17,7 +17,7 @@ from swarmd.cleanup import stop_and_clean
 from swarmd.clock import SystemClock
 from swarmd.config import LogsConfig
 from swarmd.log_files import TrainerLog
-from swarmd.process import PidFile
+from swarmd.pidfile import PidFile
 from swarmd.trainer_run import Launcher, Run
 from tests.conftest import wait_until
 from tests.fakes.doubles import FakeChild, FakeSpawner

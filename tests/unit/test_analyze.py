@@ -328,3 +328,15 @@ def test_slow_wait_loop_escalates_by_time(clf: Classifier) -> None:
 )
 def test_install_and_driver_mismatch_lines_are_fatal(clf: Classifier, line: str) -> None:
     assert judge_lines([line], clf).verdict is V.GIVE_UP_FATAL
+
+
+def test_cut_traceback_inside_the_kv_cache_allocation_is_fatal(clf: Classifier) -> None:
+    lines = [
+        "[rank0]: Traceback (most recent call last):",
+        '[rank0]:   File "/v/vllm/engine/llm_engine.py", line 276, in __init__',
+        "[rank0]:     self._initialize_kv_caches()",
+        '[rank0]:   File "/v/vllm/engine/llm_engine.py", line 434, in _initialize_kv_caches',
+        "[rank0]:     self.model_executor.initialize_cache(num_gpu_blocks, num_cpu_blocks)",
+    ]
+    judged = judge_lines(lines, clf)
+    assert (judged.verdict, judged.deciding[0].kind) == (V.GIVE_UP_FATAL, "vllm_kv_cache_oom")

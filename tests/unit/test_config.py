@@ -26,10 +26,9 @@ from swarmd.config import (
     WebConfig,
     load,
     parse,
-    parse_duration,
-    parse_size,
 )
 from swarmd.errors import ConfigError
+from swarmd.toml_reader import parse_duration, parse_size
 
 REPO = Path(__file__).resolve().parents[2]
 BASE = Path("/srv/node")

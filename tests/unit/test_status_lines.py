@@ -31,3 +31,8 @@ def test_status_table_has_p2pd_and_chain_rows() -> None:
                           "chain": {"enabled": True, "rpc_ok": False, "detail": "down"}})
     assert "p2pd           DEAD: gone" in text
     assert "chain          RPC DOWN: down" in text
+    assert "chain queue    -" in text
+
+
+def test_status_table_shows_the_trainers_queued_chain_submissions() -> None:
+    assert "chain queue    3 submissions waiting" in render_status({"state": "running", "chain_queue": 3})
