@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from swarmd.chain_rpc import ChainReading, read_chain
+from swarmd.chain_rpc import ChainReading, read_chain, resolve_contract
 from swarmd.chain_watch import ChainEvent, ChainWatch
-from swarmd.config import ChainConfig
+from swarmd.config import ChainConfig, Config
+from swarmd.parts import Kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,11 +27,12 @@ class ChainRead:
 class ChainMonitor:
     name = "chain"
 
-    def __init__(self, settings: ChainConfig, contract: str, post: Callable[[ChainRead], None]) -> None:
-        self.settings = settings
-        self.contract = contract
+    def __init__(self, config: Config, env: Mapping[str, str], post: Callable[[ChainRead], None]) -> None:
+        self.settings: ChainConfig = config.chain
+        self._env = dict(env)
+        self.contract = self._contract(config)
         self._post = post
-        self._watch = ChainWatch(stall_rounds=settings.stall_rounds, round_length=settings.round_length)
+        self._watch = ChainWatch(stall_rounds=self.settings.stall_rounds, round_length=self.settings.round_length)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -44,8 +46,23 @@ class ChainMonitor:
         self._thread = threading.Thread(target=self._loop, name="chain", daemon=True)
         self._thread.start()
 
+    def reconfigure(self, config: Config) -> list[Kept]:
+        """New settings apply from the next read; round history is kept unless the
+        judging parameters changed. Turning the probe on needs a restart of swarmd."""
+        old, self.settings = self.settings, config.chain
+        self.contract = self._contract(config)
+        if (old.stall_rounds, old.round_length) != (config.chain.stall_rounds, config.chain.round_length):
+            self._watch = ChainWatch(stall_rounds=config.chain.stall_rounds, round_length=config.chain.round_length)
+        if config.chain.rpc_url and self._thread is None:
+            return [Kept("chain.rpc_url", "the chain probe starts with swarmd; restart swarmd to turn it on")]
+        return []
+
     def stop(self) -> None:
         self._stop.set()
+
+    def _contract(self, config: Config) -> str:
+        """The configured address, else the node's own SWARM_CONTRACT (its env, or ours)."""
+        return resolve_contract(config.chain.contract, dict(config.trainer.env), self._env)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

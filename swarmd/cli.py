@@ -24,7 +24,7 @@ from swarmd.errors import SwarmdError
 
 if TYPE_CHECKING:
     from swarmd.config import Config
-    from swarmd.identity import Holder
+    from swarmd.identity import Holder, HostLocks
 
 DEFAULT_CONFIG = "monitor.toml"
 _CORPUS_HEADERS = ("# source:", "# class:", "# expect:")
@@ -131,7 +131,7 @@ def _run(args: argparse.Namespace) -> int:
     config = load(path)
     config.state_dir.mkdir(parents=True, exist_ok=True)
     config.logs.dir.mkdir(parents=True, exist_ok=True)
-    with _single_instance(config.state_dir / "swarmd.lock"), _host_locks(config) as shared_logs:
+    with _single_instance(config.state_dir / "swarmd.lock"), _host_locks(config) as (locks, shared_logs):
         metrics = Metrics()
         monitor = MonitorLog(config.logs, console_allowed=not args.no_console, watch=metrics.watch_log)
         log = get_logger()
@@ -150,6 +150,7 @@ def _run(args: argparse.Namespace) -> int:
             notifier=notifier,
             metrics=metrics,
             config_path=path,
+            locks=locks,
         )
         sup.attach(monitor)
         sup.attach(ControlEndpoint(config, sup.snapshot, sup.post, sup.running_config))
@@ -186,10 +187,11 @@ def _single_instance(lock_path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _host_locks(config: Config) -> Iterator[list[tuple[Path, Holder]]]:
+def _host_locks(config: Config) -> Iterator[tuple[HostLocks, list[tuple[Path, Holder]]]]:
     """One identity, one node, host-wide: hold the identity's lock for our life
     (another daemon on it: one line naming it, exit 3); record the followed logs and
-    yield the ones another daemon already follows."""
+    yield the locks (the supervisor adds the identity p2pd really runs with) and the
+    logs another daemon already follows."""
     from swarmd.identity import HostLocks, default_lock_dir, resolve_identity
 
     trainer = config.trainer
@@ -206,7 +208,7 @@ def _host_locks(config: Config) -> Iterator[list[tuple[Path, Holder]]]:
                 f"{config.source}: cannot use the identity lock directory {lock_dir} ({err.strerror or err}); "
                 "fix: set [identity] lock_dir to a directory this user can write"
             ) from None
-        yield shared
+        yield locks, shared
     finally:
         locks.release()
 

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from swarmd.config import Config
 from swarmd.liveness import UNKNOWN, Judgement, P2pdLiveness, Sighting
 from swarmd.p2pd_probe import DhtLook, DhtWatcher
+from swarmd.parts import Kept
 
-LOOK_INTERVAL = 1.0  # seconds between looks: p2pd death is seen within ~3 s
+LOOK_INTERVAL = 1.0  # seconds between looks: p2pd death is seen within ~4 s
 ASK_TIMEOUT = 2.0  # an IDENTIFY answer takes milliseconds; 2 s is a wedged daemon
 
 
@@ -29,6 +31,9 @@ class DhtHealth:
 
     def start(self) -> None:
         """The watcher thread starts with the first `watch`."""
+
+    def reconfigure(self, config: Config) -> list[Kept]:
+        return []  # nothing configurable: the node's own tree is always watched
 
     def stop(self) -> None:
         self._watcher.stop()
@@ -56,7 +61,9 @@ class DhtHealth:
         detail = "" if look.answer is None else look.answer.detail
         self.last = look
         dht = look.parts.dht
-        sighting = Sighting(look.at, key, answered, detail, dht.pid if dht else None, dht.stopped if dht else False)
+        sighting = Sighting(
+            look.at, key, answered, detail, dht.pid if dht else None, dht.stopped if dht else False, look.pids
+        )
         self.judgement = self._tracker.observe(sighting)
         return self.judgement
 

@@ -186,7 +186,9 @@ class FileFollower:
             self._observer.stop()
             self._observer.join(timeout)
         if self._thread is None or not self._thread.is_alive():
-            for t in self._files:
+            with self._changes_lock:
+                pending, self._changes = self._changes or [], None
+            for t in (*self._files, *pending):
                 t.close()
 
     # -- reader thread --------------------------------------------------------------
@@ -207,12 +209,13 @@ class FileFollower:
             self._poll(t)
 
     def _take_changes(self) -> None:
-        with self._changes_lock:
+        with self._changes_lock:  # `paths` never sees a set half switched
             files, self._changes = self._changes, None
-        if files is None:
-            return
+            if files is None:
+                return
+            old, self._files = self._files, files
         kept = {id(t) for t in files}
-        for t in self._files:
+        for t in old:
             if id(t) not in kept:
                 for _ in range(_DROP_PASSES):  # what was written before the switch still counts
                     if not self._poll(t):
@@ -220,7 +223,6 @@ class FileFollower:
                 if t.fd is not None:
                     self._emit_rest(t)
                     t.close()
-        self._files = files
         self._handler.names = {str(t.path) for t in files}
 
     def _watch_dirs_needed(self) -> bool:

@@ -1,5 +1,6 @@
 """Heartbeat health: what the trainer's heartbeat file and its process tree say each
-tick (peers, p2pd alive), as the `Health` facts the policy decides on.
+tick (peers; p2pd alive, from `dht_health`, heartbeat or not), as the `Health` facts
+the policy decides on.
 
 Only a heartbeat written by a process of the current trainer's tree counts: a stale
 file from an earlier run, or another node's, proves nothing.
@@ -10,18 +11,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from swarmd.config import Config
+from swarmd.dht_health import DhtHealth
 from swarmd.domain import Health
 from swarmd.heartbeat import Heartbeat, read_heartbeat
 from swarmd.parts import Kept
-from swarmd.probes import p2pd_alive
 from swarmd.trainer_run import Run
 
 
 class HeartbeatHealth:
     name = "health"
 
-    def __init__(self, heartbeat_file: Path) -> None:
+    def __init__(self, heartbeat_file: Path, dht: DhtHealth) -> None:
         self.heartbeat_file = heartbeat_file
+        self.dht = dht
         self.last: Heartbeat | None = None
 
     def start(self) -> None:
@@ -37,16 +39,14 @@ class HeartbeatHealth:
     def check(self, run: Run, network_ok: bool | None) -> tuple[Health, Heartbeat | None]:
         """The health facts now, and the heartbeat if it is new since the last check."""
         beat = read_heartbeat(self.heartbeat_file)
-        alive: bool | None = None
         peers: int | None = None
         fresh: Heartbeat | None = None
         if beat is not None and beat.pid in run.pids():
             if beat != self.last:
                 fresh = beat
             peers = beat.peers
-            # Without `seen` the probe can only say True or "unknown": a p2pd killed
-            # under a live trainer would never be reported gone.
-            alive = p2pd_alive(run.child.pid, seen=run.p2pd_seen, create_time=run.child.create_time)
-            run.p2pd_seen = run.p2pd_seen or alive is True
         self.last = beat
-        return Health(network_ok=network_ok, p2pd_alive=alive, peers=peers), fresh
+        dht = self.dht.judgement
+        health = Health(network_ok=network_ok, p2pd_alive=dht.alive, peers=peers,
+                        p2pd_evidence=dht.evidence, dht_fault=dht.cause)
+        return health, fresh

@@ -3,11 +3,10 @@
 The node cannot be asked (upstream writes no heartbeat and trains on alone when its
 p2pd dies), so this judges from outside, from a series of looks at the node's tree:
 
-- a p2pd counts as the node's own once it has lived `settle` seconds: hivemind starts
-  a short-lived p2pd to check that the identity is free before the real one, and that
-  one's end is not a fault;
-- once established, no p2pd in the tree for `gone_after` seconds means it died (a
-  killed DHT process takes its p2pd out of the tree as well: the orphan is re-parented);
+- once a p2pd was seen, no p2pd in the tree for `gone_after` seconds means it died (a
+  killed DHT process takes its p2pd out of the tree as well: the orphan is
+  re-parented). The grace covers hivemind's identity check, which runs an anonymous
+  p2pd, shuts it down and starts the node's real one right after;
 - a p2pd that still runs but has not answered its control socket for
   `unanswered_after` seconds (and at least two asks) is as good as dead: SIGSTOPped,
   wedged, or its socket deleted;
@@ -34,6 +33,7 @@ class Sighting:
     detail: str = ""
     dht: int | None = None
     dht_stopped: bool = False
+    tree: frozenset[int] = frozenset()  # the pids of the node's tree at this look
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +51,7 @@ UNKNOWN = Judgement(None)
 
 
 class P2pdLiveness:
-    def __init__(self, *, settle: float = 5.0, gone_after: float = 2.0, unanswered_after: float = 4.0) -> None:
-        self._settle = settle
+    def __init__(self, *, gone_after: float = 3.0, unanswered_after: float = 4.0) -> None:
         self._gone_after = gone_after
         self._unanswered_after = unanswered_after
         self.reset()
@@ -60,8 +59,6 @@ class P2pdLiveness:
     def reset(self) -> None:
         """A new trainer: forget the old one's daemon."""
         self._current: tuple[int, float] | None = None
-        self._first_seen = 0.0
-        self._established: tuple[int, float] | None = None
         self._missing_since: float | None = None
         self._unanswered_since: float | None = None
         self._unanswered_count = 0
@@ -71,34 +68,29 @@ class P2pdLiveness:
 
     def observe(self, s: Sighting) -> Judgement:
         if s.p2pd is None:
-            return self._absent(s.at)
+            return self._absent(s)
         self._missing_since = None
+        self._dht = s.dht if s.dht is not None else self._dht
         if s.p2pd != self._current:
-            self._current, self._first_seen = s.p2pd, s.at
+            self._current = s.p2pd
             self._unanswered_since, self._unanswered_count = None, 0
-        if s.at - self._first_seen >= self._settle or s.p2pd == self._established:
-            self._established = s.p2pd
-        if self._established != s.p2pd:
-            return UNKNOWN  # too young to be the node's own daemon yet
-        self._dht = s.dht
         stopped = self._dht_stopped(s)
         answering = self._answering(s, s.p2pd[0])
         return stopped if answering.alive is not False and stopped.alive is not None else answering
 
-    def _absent(self, now: float) -> Judgement:
-        self._current = None
-        if self._established is None:
+    def _absent(self, s: Sighting) -> Judgement:
+        last = self._current  # the daemon last seen stays "current" until another one
+        if last is None:
             return UNKNOWN
         if self._missing_since is None:
-            self._missing_since = now
-        gone_for = now - self._missing_since
+            self._missing_since = s.at
+        gone_for = s.at - self._missing_since
         if gone_for < self._gone_after:
             return UNKNOWN
-        pid = self._established[0]
-        if self._dht is not None:
-            what = f"the node's DHT process (pid {self._dht}) and its p2pd (pid {pid}) are"
+        if self._dht is not None and self._dht not in s.tree:
+            what = f"the node's DHT process (pid {self._dht}) and its p2pd (pid {last[0]}) are"
         else:
-            what = f"the node's p2pd (pid {pid}) is"
+            what = f"the node's p2pd (pid {last[0]}) is"
         return Judgement(False, f"{what} gone from its process tree (for {gone_for:.1f}s)", "p2pd_gone")
 
     def _answering(self, s: Sighting, pid: int) -> Judgement:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from swarmd.backoff import Backoff
+from swarmd.chain_watch import ChainEvent
 from swarmd.classify import Classifier, build_rules, is_progress
 from swarmd.clock import Clock
 from swarmd.config import Config
@@ -114,6 +115,7 @@ class Machine:
             self._schedule_restart(self.policy.restart(Action.RESTART, "spawn_oserror", str(err), now))
             return
         self.run = run
+        self._health.dht.watch(run.gen, run.child.pid, run.child.create_time)
         self.metrics.watch_reader("trainer", run.capture)
         self._kernel_oom = ""
         self.policy.child_started(now)
@@ -188,6 +190,7 @@ class Machine:
         self.metrics.lines(run.new_lines())
         self.metrics.sync()  # the run's capture goes with it: count its last errors now
         self.launcher.finished(run)
+        self._health.dht.unwatch()
         self.run = None
         decision = self._pending
         self._pending = None
@@ -230,6 +233,19 @@ class Machine:
             self.log_event("network_up", detail=result.detail)
             if self.state is State.DEGRADED and self.run is not None:
                 self.transition(State.RUNNING, "network_up", result.detail)
+
+    @property
+    def node_running(self) -> bool:
+        return self.run is not None and self.run.exited is None and self.state in _LIVE
+
+    def on_chain(self, events: list[ChainEvent]) -> None:
+        """Chain events are logged; a round gone backwards (a reset chain: the node
+        waits for a round it has played, for ever) restarts a running node."""
+        for event in events:
+            level = "info" if event.kind == "chain_rpc_up" else "warning"
+            self.log_event(event.kind, level=level, evidence=event.evidence)
+            if event.fault and self.node_running:
+                self.apply(self.policy.restart(Action.RESTART, event.kind, event.evidence, self.clock.monotonic()))
 
     # -- ticks ---------------------------------------------------------------------------------------
     def tick(self, now: float) -> None:
@@ -290,6 +306,15 @@ class Machine:
         run = self.run
         if run is None or run.exited is not None:
             return
+        if run.child.handles_signal(signal.SIGUSR1) is not True:
+            # SIGUSR1's default action terminates: a node without a handler is restarted.
+            self.log_event(
+                "reconnect_signal_not_caught", level="warning", pid=run.child.pid, reason=decision.reason,
+                detail="the trainer has no SIGUSR1 handler (its default action would kill it); restarting instead",
+                fix='set [health] reconnect = "restart" for a node that cannot re-bootstrap its DHT in place',
+            )
+            self.apply(self.policy.restart(Action.RESTART, decision.reason, decision.evidence, self.clock.monotonic()))
+            return
         try:
             run.child.send_signal(signal.SIGUSR1)
         except ProcessLookupError:
@@ -324,7 +349,7 @@ class Machine:
             level="error",
             reason=decision.reason,
             evidence=decision.evidence[:1000],
-            fix="restarting cannot fix this; correct the cause, then `kill -HUP` swarmd (or `swarmd restart`)",
+            fix="restarting cannot fix this; correct the cause, then `swarmd reload` (or `swarmd restart`)",
         )
         self.notifier.status(f"fatal: {decision.reason}")
         if self.run is not None:

@@ -1,6 +1,5 @@
 """Look at a node's DHT from outside: find its p2pd and DHT process in the node's own
-process tree, ask p2pd over its control socket whether it still answers, and read
-which signals a process catches.
+process tree, and ask p2pd over its control socket whether it still answers.
 
 Upstream nodes write no heartbeat and say nothing when their p2pd dies (genrl logs
 "continuing with local state" and trains alone), so swarmd cannot wait for the node
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from swarmd.process import ProcRef, is_p2pd, p2pd_sockets
+from swarmd.p2pd import is_p2pd, listen_sockets
 
 # Request{type: IDENTIFY}, length-prefixed as the daemon's control protocol wants it
 # (hivemind p2p_daemon_bindings: an unsigned-varint length, then the protobuf bytes).
@@ -86,18 +85,14 @@ def tree_procs(root_pid: int, create_time: float | None = None) -> list[TreeProc
 
 def pick_dht_parts(procs: Sequence[TreeProc], root_pid: int) -> DhtParts:
     """Which of the tree's processes are the node's p2pd and DHT process."""
-    daemons = sorted((p for p in procs if p.pid != root_pid and is_p2pd(_ref(p))), key=lambda p: p.create_time)
+    daemons = sorted((p for p in procs if p.pid != root_pid and is_p2pd(p.name, p.cmdline)), key=lambda p: p.create_time)
     if not daemons:
         return DhtParts()
     p2pd = daemons[0]
     parent = next((p for p in procs if p.pid == p2pd.ppid), None)
     dht = parent if parent is not None and parent.pid != root_pid else None
-    sockets = p2pd_sockets([_ref(p2pd)])  # the `-listen` socket comes first
+    sockets = listen_sockets(p2pd.cmdline)  # the `-listen` socket comes first
     return DhtParts(p2pd, dht, sockets[0] if sockets else None, _identity_arg(p2pd.cmdline))
-
-
-def _ref(proc: TreeProc) -> ProcRef:
-    return ProcRef(proc.pid, proc.create_time, proc.name, proc.cmdline)
 
 
 def _identity_arg(argv: Sequence[str]) -> Path | None:
@@ -205,24 +200,6 @@ def _base58(raw: bytes) -> str:
     return "1" * (len(raw) - len(raw.lstrip(b"\0"))) + text
 
 
-def catches_signal(pid: int, signum: int) -> bool | None:
-    """Whether `pid` has a handler for `signum` (its SigCgt mask in /proc); None when
-    that cannot be read. SIGUSR1's default action terminates: a node without a
-    handler must never get it."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith("SigCgt:"):
-            try:
-                mask = int(line.split(":", 1)[1].strip(), 16)
-            except ValueError:
-                return None
-            return bool(mask >> (signum - 1) & 1)
-    return None
-
-
 # --------------------------------------------------------------------------- the thread
 
 
@@ -235,6 +212,7 @@ class DhtLook:
     parts: DhtParts
     answer: P2pdAnswer | None  # None: no control socket to ask
     tree_alive: bool  # False: the root was gone, the look proves nothing
+    pids: frozenset[int] = frozenset()  # the tree's processes at this look
 
 
 class DhtWatcher:
@@ -272,8 +250,16 @@ class DhtWatcher:
                 target = self._target
             began = time.monotonic()
             if target is not None:
-                self._post(look(*target, self._timeout))
+                seen = look(*target, self._timeout)
+                self._post(seen)
+                if not seen.tree_alive:
+                    self._forget(target)  # that pid never comes back as the same process
             self._stop.wait(max(0.0, self._interval - (time.monotonic() - began)))
+
+    def _forget(self, target: tuple[int, int, float]) -> None:
+        with self._lock:
+            if self._target == target:
+                self._target = None
 
 
 def look(gen: int, pid: int, create_time: float, timeout: float) -> DhtLook:
@@ -281,4 +267,4 @@ def look(gen: int, pid: int, create_time: float, timeout: float) -> DhtLook:
     procs = tree_procs(pid, create_time)
     parts = pick_dht_parts(procs, pid)
     answer = ask_p2pd(parts.control, timeout) if parts.control is not None else None
-    return DhtLook(gen, at, parts, answer, tree_alive=bool(procs))
+    return DhtLook(gen, at, parts, answer, bool(procs), frozenset(p.pid for p in procs))

@@ -1,4 +1,4 @@
-"""Health probes: is the network there, is p2pd alive, how old is the heartbeat.
+"""Health probes: is the network there, how old is the heartbeat (p2pd: `p2pd_probe`).
 
 Each probe returns a `ProbeResult` and never decides anything; `policy` does. Every
 call is bounded: DNS lookups have no timeout of their own (getaddrinfo follows
@@ -21,7 +21,6 @@ import requests
 from swarmd.config import ProbesConfig
 from swarmd.domain import ProbeResult
 from swarmd.heartbeat import Heartbeat
-from swarmd.process import is_p2pd, snapshot_tree
 
 _GRACE = 1.0  # seconds beyond a probe's own timeout before its thread is abandoned
 
@@ -200,17 +199,6 @@ def summarise_network(results: Sequence[ProbeResult]) -> ProbeResult:
 def probe_network(cfg: ProbesConfig) -> ProbeResult:
     """All configured checks in parallel; `ok=None` when none are configured."""
     return summarise_network(network_checks(cfg))
-
-
-def p2pd_alive(root_pid: int, *, seen: bool = False, create_time: float | None = None) -> bool | None:
-    """True while a p2pd runs in the trainer's process tree (not anywhere on the host:
-    another swarm's daemon proves nothing). Without one: False if the caller `seen` one
-    before in this trainer's life (it died), else None (not started yet, or a trainer
-    that does not use hivemind). Pass the trainer's `create_time` to be pid-reuse safe."""
-    refs = snapshot_tree(root_pid, create_time)
-    if any(is_p2pd(r) and r.pid != root_pid for r in refs):
-        return True
-    return False if seen and refs else None
 
 
 def heartbeat_age(hb: Heartbeat | None, now_wall: float) -> float | None:

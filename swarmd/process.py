@@ -70,6 +70,10 @@ class Child(Protocol):
 
     def group_alive(self) -> bool: ...
 
+    def handles_signal(self, sig: int) -> bool | None:
+        """Whether the trainer has a handler for `sig` (None: cannot tell)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -138,6 +142,9 @@ class PosixChild:
             self._last_scan = now
             self._members = _members_among(self.pgid, psutil.pids())
         return bool(self._members)
+
+    def handles_signal(self, sig: int) -> bool | None:
+        return catches_signal(self.pid, sig) if self._popen.poll() is None else None
 
     def close(self) -> None:
         if self._popen.stdout is not None:
@@ -363,6 +370,24 @@ def sweep_orphans(
     if log is not None:
         log.info("orphans_swept", ended=[(r.pid, r.name) for r in ended], stuck=[r.pid for r in alive])
     return ended
+
+
+def catches_signal(pid: int, signum: int) -> bool | None:
+    """Whether `pid` has a handler for `signum` (its SigCgt mask in /proc); None when
+    that cannot be read. SIGUSR1's default action terminates: a node without a
+    handler must never get it."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("SigCgt:"):
+            try:
+                mask = int(line.split(":", 1)[1].strip(), 16)
+            except ValueError:
+                return None
+            return bool(mask >> (signum - 1) & 1)
+    return None
 
 
 def is_p2pd(ref: ProcRef) -> bool:

@@ -18,20 +18,24 @@ from pathlib import Path
 from typing import Any
 
 from swarmd import __version__
+from swarmd.chain_monitor import ChainMonitor, ChainRead
 from swarmd.clock import Clock
 from swarmd.config import Config, load
 from swarmd.config_diff import NOT_LIVE, changed_keys, flatten
 from swarmd.control import ControlRequest
+from swarmd.dht_health import DhtHealth
 from swarmd.domain import Action, Decision, State
 from swarmd.errors import ConfigError
 from swarmd.events import ChildDown, ChildExited, KernelOom, LineSeen, ProbeDone
 from swarmd.health import HeartbeatHealth
+from swarmd.identity import HostLocks, IdentityTaken
 from swarmd.inputs import Followers, ProbeLoop
 from swarmd.kernel_log import KernelWatch
 from swarmd.log_files import TrainerLog
 from swarmd.machine import Machine
 from swarmd.metrics import Metrics
 from swarmd.notify import Notifier
+from swarmd.p2pd_probe import DhtLook
 from swarmd.parts import Kept, Part, Parts
 from swarmd.pidfile import PidFile
 from swarmd.process import Spawner
@@ -56,6 +60,7 @@ class Supervisor:
         env: Mapping[str, str] | None = None,
         config_path: Path | None = None,
         events: queue.SimpleQueue[Any] | None = None,
+        locks: HostLocks | None = None,
     ) -> None:
         self.clock = clock
         self.log = log
@@ -63,6 +68,8 @@ class Supervisor:
         self.metrics = metrics or Metrics()
         self.events: queue.SimpleQueue[Any] = events if events is not None else queue.SimpleQueue()
         self._config_path = config_path
+        self._locks = locks
+        self._claimed: set[Path] = set()
         self._next_tick = 0.0
         self._woken_for: float | None = None  # the start time the loop last woke for
         self.board = StatusBoard(clock.monotonic())
@@ -71,14 +78,17 @@ class Supervisor:
             spawner, self._trainer_log, PidFile(config.state_dir / "trainer.pid"),
             clock=clock, post=self.events.put, log=log,
         )
-        self._health = HeartbeatHealth(config.health.heartbeat_file)
+        base_env = env if env is not None else os.environ
+        self._dht = DhtHealth(self.events.put)
+        self._health = HeartbeatHealth(config.health.heartbeat_file, self._dht)
+        self._chain = ChainMonitor(config, base_env, self.events.put)
         self._readiness = Readiness(
             self.notifier, config.health.ready_on, config.health.ready_timeout, clock.monotonic()
         )
         self.machine = Machine(
             config, clock=clock, log=log, notifier=self.notifier, metrics=self.metrics, launcher=launcher,
             board=self.board, health=self._health, readiness=self._readiness,
-            base_env=env if env is not None else os.environ, post=self.events.put,
+            base_env=base_env, post=self.events.put,
         )
         self.parts = Parts(log)
         followers = Followers(
@@ -89,7 +99,7 @@ class Supervisor:
         # The kernel's OOM records: the only proof that a SIGKILL was an OOM kill.
         kernel = KernelWatch(self.events.put, log)
         self.machine.kernel_lookup = kernel.lookup
-        for part in (self._trainer_log, followers, probes, self._health, self._readiness, kernel):
+        for part in (self._trainer_log, followers, probes, self._health, self._readiness, kernel, self._dht, self._chain):
             self.parts.add(part)
 
     # -- public -----------------------------------------------------------------------------
@@ -213,6 +223,13 @@ class Supervisor:
             m.on_probe(event.result)
         elif isinstance(event, KernelOom):
             m.on_kernel_oom(event)
+        elif isinstance(event, DhtLook):
+            self.metrics.set_p2pd_up(self._dht.on_look(event).alive)
+            if event.gen == m.launcher.gen and event.parts.identity is not None:
+                self._claim_identity(event.parts.identity)
+        elif isinstance(event, ChainRead):
+            m.on_chain(self._chain.on_read(event, m.node_running))
+            self.metrics.set_chain(event.reading.ok, event.reading.round, event.reading.block)
 
     def _on_os_signal(self, signum: int) -> None:
         m = self.machine
@@ -256,6 +273,20 @@ class Supervisor:
             self._apply(new)
         m.force_restart(why, "reload and restart requested")
         self.notifier.ready(m.status_line())
+
+    def _claim_identity(self, identity: Path) -> None:
+        """The key p2pd really runs with (`-id=`) joins the host-wide lock, so a node
+        whose config never named its swarm.pem is still the only one on it."""
+        m = self.machine
+        if self._locks is None or identity in self._claimed:
+            return
+        self._claimed.add(identity)
+        try:
+            self._locks.claim_identity(identity if identity.is_absolute() else m.config.trainer.cwd / identity)
+        except IdentityTaken as err:
+            m.apply(Decision(Action.GIVE_UP, "identity_taken", str(err)))
+        except OSError as err:
+            m.log_event("identity_lock_failed", level="warning", identity=str(identity), error=str(err))
 
     def _apply(self, new: Config) -> None:
         """Reload = rebuild: every part takes the new config, then rules and policy.
@@ -302,4 +333,6 @@ class Supervisor:
             next_start_in_s=None if m.restart_at is None else round(max(0.0, m.restart_at - now), 1),
             config_path=m.config.source,
             stall_threshold=m.policy.stall_threshold(),
+            dht=self._dht.status(),
+            chain=self._chain.status(),
         )

@@ -44,7 +44,6 @@ class Run:
     exited: int | None = None
     stopping: bool = False
     lines_counted: int = 0
-    p2pd_seen: bool = False  # a p2pd ran in this tree once: its absence now means it died
 
     def new_lines(self) -> int:
         """Lines the reader counted since the last call (fed to metrics per tick, not

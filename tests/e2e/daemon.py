@@ -19,6 +19,9 @@ from typing import Any
 
 import psutil
 
+from swarmd.control import request
+from swarmd.errors import SwarmdError
+
 REPO = Path(__file__).resolve().parents[2]
 FAKES = REPO / "tests" / "fakes"
 
@@ -174,3 +177,16 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def watched_p2pd(d: Daemon, timeout: float = 150.0) -> psutil.Process:
+    """The node's p2pd once `swarmd status` says it answers."""
+    deadline = time.monotonic() + timeout
+    dht: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        with contextlib.suppress(SwarmdError):
+            dht = request(d.tmp / "state" / "swarmd.sock", "status").get("status", {}).get("dht") or {}
+        if dht.get("p2pd_alive") is True:
+            return psutil.Process(dht["p2pd_pid"])
+        time.sleep(0.2)
+    raise AssertionError(f"swarmd never saw a live p2pd within {timeout}s; last: {dht}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.daemon import Daemon, fake, write_config
+from tests.e2e.daemon import Daemon, fake, watched_p2pd, write_config
 
 pytestmark = [pytest.mark.e2e]
 
@@ -76,3 +76,33 @@ def test_a_log_followed_by_two_daemons_is_warned_about_naming_both(tmp_path: Pat
     assert warning["swarmd"] == second.proc.pid
     assert warning["config"] == str(second_cfg)
     assert not [e for e in first.events() if e.get("event") == "followed_log_shared"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_key_p2pd_runs_with_is_locked_even_when_no_config_names_it(tmp_path: Path, daemons: list[Daemon]) -> None:
+    """Nothing in either config names the swarm.pem; both nodes pass it to hivemind
+    themselves. The first daemon locks it when it sees p2pd's `-id=`; the second gives
+    up (fatal, its node stopped) naming the first, instead of running a twin."""
+    pytest.importorskip("hivemind", reason="needs hivemind (the trainer extra) for a real p2pd")
+    pem = tmp_path / "swarm.pem"
+    gen = "import sys; from hivemind.p2p import P2P; P2P.generate_identity(sys.argv[1])"
+    subprocess.run([sys.executable, "-c", gen, str(pem)], check=True, timeout=120)
+    started = []
+    for name in ("a", "b"):
+        home = tmp_path / name
+        home.mkdir()
+        extra = f'[identity]\nlock_dir = "{tmp_path / "locks"}"\n'
+        cfg = write_config(home, fake("dht_node", "--identity", str(pem)), extra=extra, restart="on_fatal = \"wait\"")
+        d = Daemon(home, cfg)
+        daemons.append(d)
+        started.append((d, cfg))
+        if name == "a":
+            watched_p2pd(d)
+    (first, first_cfg), (second, _) = started
+    fatal = second.wait_event(lambda e: e.get("event") == "state_changed" and e.get("to") == "fatal", 120)
+    assert fatal["reason"] == "identity_taken"
+    assert f"swarmd pid {first.proc.pid} (config {first_cfg})" in fatal["evidence"]
+    second.wait_event(lambda e: e.get("event") == "child_down", 30)
+    assert first.proc.poll() is None
+    assert not [e for e in first.events() if e.get("event") == "decision"]

@@ -53,6 +53,7 @@ class FakeChild:
         if not ignore_term:
             self.dies_on[signal.SIGTERM] = -signal.SIGTERM
         self.group_survivor = False  # True: group_alive() stays True after the main exit
+        self.unhandled: set[int] = set()  # signals it has no handler for (upstream: {SIGUSR1})
         self.wait_calls: list[float] = []
         self.closed = False
 
@@ -89,6 +90,9 @@ class FakeChild:
 
     def group_alive(self) -> bool:
         return self.returncode is None or self.group_survivor
+
+    def handles_signal(self, sig: int) -> bool | None:
+        return sig not in self.unhandled
 
     def close(self) -> None:
         self.closed = True

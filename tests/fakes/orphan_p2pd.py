@@ -6,7 +6,7 @@ Usage: orphan_p2pd.py --pidfile PATH --socket PATH [--setsid] [--ignore-term]
 The trainer forks a child that re-executes itself with argv[0] `fake-p2pd` and the
 flags hivemind gives p2pd (`-listen=/unix<socket>`, `-id=...`), sets its kernel name
 to `fake-p2pd`, binds and listens on the unix socket, writes its pid to --pidfile and
-sleeps holding the inherited stdout pipe. With --setsid the daemon leaves the trainer's
+answers IDENTIFY there as p2pd does (swarmd asks it), holding the inherited stdout pipe. With --setsid the daemon leaves the trainer's
 session and process group, so a group kill misses it and it becomes an orphan when the
 trainer dies. The trainer prints "ready" once the daemon is listening, then sleeps.
 """
@@ -30,6 +30,10 @@ parser.add_argument("--as-daemon", action="store_true")
 args, _p2pd_flags = parser.parse_known_args()
 
 
+# Response{type: OK, identify: {id: b"fake"}}, length-prefixed (p2pd's control protocol).
+IDENTIFY_ANSWER = bytes([10, 0x08, 0x00, 0x22, 6, 0x0A, 4]) + b"fake"
+
+
 def daemon() -> None:
     set_process_name("fake-p2pd")
     if args.ignore_term:
@@ -39,8 +43,15 @@ def daemon() -> None:
     sock.listen()
     write_atomic(args.pidfile, str(os.getpid()))
     print(f"fake-p2pd {os.getpid()} listening on {args.socket}", flush=True)
-    while True:
-        signal.pause()
+    while True:  # answer every control request as p2pd answers IDENTIFY (swarmd asks it)
+        conn, _ = sock.accept()
+        with conn:
+            conn.settimeout(2.0)
+            try:
+                conn.recv(64)
+                conn.sendall(IDENTIFY_ANSWER)
+            except OSError:
+                continue
 
 
 if args.as_daemon:

@@ -10,7 +10,7 @@ included) is missing from the trainer logs. With --heartbeat it writes swarmd's
 heartbeat file after every line (pid, peers, step time), which is what makes swarmd
 check the p2pd. With --p2pd it forks a `fake-p2pd` child (argv[0] and kernel name
 `fake-p2pd`, `-listen=/unix<socket>` like hivemind gives it) that listens on the
-socket and writes its pid to `<socket>.pid`. With --reconnect a SIGUSR1 re-starts a
+socket, answers IDENTIFY there and writes its pid to `<socket>.pid`. With --reconnect a SIGUSR1 re-starts a
 dead p2pd in place (hivemind's re-bootstrap); without it SIGUSR1 is only printed.
 --burst N prints N `P2PDaemonError` lines within one second after the first line,
 once per --burst-marker file (so only the first run bursts). --term-delay S: on
@@ -67,9 +67,19 @@ def run_p2pd() -> None:
     sock.bind(str(args.socket))
     sock.listen()
     write_atomic(args.pidfile, str(os.getpid()))
-    while True:
-        signal.pause()
+    while True:  # answer control requests as p2pd answers IDENTIFY (swarmd asks it)
+        conn, _ = sock.accept()
+        with conn:
+            conn.settimeout(2.0)
+            try:
+                conn.recv(64)
+                conn.sendall(IDENTIFY_ANSWER)
+            except OSError:
+                continue
 
+
+# Response{type: OK, identify: {id: b"fake"}}, length-prefixed (p2pd's control protocol).
+IDENTIFY_ANSWER = bytes([10, 0x08, 0x00, 0x22, 6, 0x0A, 4]) + b"fake"
 
 if args.as_p2pd:
     run_p2pd()

@@ -18,10 +18,10 @@ import requests
 from swarmd.config import ProbesConfig
 from swarmd.domain import ProbeResult
 from swarmd.heartbeat import Heartbeat
+from swarmd.p2pd_probe import ask_p2pd, pick_dht_parts, tree_procs
 from swarmd.probes import (
     TcpTarget,
     heartbeat_age,
-    p2pd_alive,
     parse_tcp_target,
     probe_dns,
     probe_http,
@@ -31,7 +31,7 @@ from swarmd.probes import (
     summarise_network,
 )
 from swarmd.process import PosixChild, PosixSpawner, stop_group
-from tests.conftest import PipeReader, wait_until
+from tests.conftest import PipeReader
 
 pytestmark = pytest.mark.io
 
@@ -224,37 +224,23 @@ def spawn(tmp_path: Path) -> Iterator[Callable[[list[str]], PosixChild]]:
         child.close()
 
 
-def test_p2pd_alive_looks_only_in_the_trainer_tree(
+def test_the_fake_p2pd_is_found_in_its_tree_only_and_answers_identify(
     spawn: Callable[[list[str]], PosixChild], fake_argv: Callable[..., list[str]], tmp_path: Path
 ) -> None:
-    """A p2pd in the trainer's tree is alive; one elsewhere on the host does not count,
-    and after one was seen its absence reads as dead (False) rather than unknown."""
+    """The fake daemon other tests use looks like p2pd to swarmd's DHT watch: found in
+    the trainer's tree (not in another), and answering its control socket."""
     sock_dir = Path(tempfile.mkdtemp(prefix="swq-", dir="/tmp"))
     try:
         trainer = spawn(fake_argv("orphan_p2pd", "--pidfile", str(tmp_path / "a.pid"), "--socket", str(sock_dir / "a.sock")))
         PipeReader(trainer.stdout_fd).wait_for(b"ready")
-        assert p2pd_alive(trainer.pid) is True
+        parts = pick_dht_parts(tree_procs(trainer.pid), trainer.pid)
+        assert parts.p2pd is not None
+        assert parts.control == sock_dir / "a.sock"
+        assert ask_p2pd(parts.control, 5.0).peer_id == "3cnTdW"  # base58 of b"fake"
 
         plain = spawn(fake_argv("hang"))
         PipeReader(plain.stdout_fd).wait_for(b"ready")
-        assert p2pd_alive(plain.pid) is None  # the other tree's p2pd is not ours
-        assert p2pd_alive(plain.pid, seen=True) is False
-        assert p2pd_alive(2**22 + 9, seen=True) is None  # no trainer at all
-    finally:
-        shutil.rmtree(sock_dir, ignore_errors=True)
-
-
-def test_p2pd_death_is_seen(
-    spawn: Callable[[list[str]], PosixChild], fake_argv: Callable[..., list[str]], tmp_path: Path
-) -> None:
-    """When the daemon in the tree is killed, p2pd_alive turns False for a caller that saw it."""
-    sock_dir = Path(tempfile.mkdtemp(prefix="swq-", dir="/tmp"))
-    try:
-        trainer = spawn(fake_argv("orphan_p2pd", "--pidfile", str(tmp_path / "d.pid"), "--socket", str(sock_dir / "d.sock")))
-        PipeReader(trainer.stdout_fd).wait_for(b"ready")
-        assert p2pd_alive(trainer.pid) is True
-        os.kill(int((tmp_path / "d.pid").read_text()), 9)
-        wait_until(lambda: p2pd_alive(trainer.pid, seen=True) is False, 5, "p2pd still reported alive")
+        assert pick_dht_parts(tree_procs(plain.pid), plain.pid).p2pd is None  # the other tree's p2pd is not ours
     finally:
         shutil.rmtree(sock_dir, ignore_errors=True)
 

@@ -286,6 +286,19 @@ def test_sigusr1_is_passed_to_the_trainer_as_a_reconnect(h: Harness) -> None:
     assert h.sup.state is State.RECONNECTING
 
 
+def test_a_trainer_without_a_sigusr1_handler_is_restarted_never_signalled(h: Harness, logs: list[dict[str, Any]]) -> None:
+    """SIGUSR1's default action kills: no handler, no signal; a restart, with the fix."""
+    h.sup.start()
+    h.spawner.last.unhandled.add(signal.SIGUSR1)
+    h.line(Verdict.HEALTHY_PROGRESS)
+    h.sup.handle(OsSignal(signal.SIGUSR1))
+    assert h.spawner.children[0].signals == []
+    refused = next(e for e in logs if e["event"] == "reconnect_signal_not_caught")
+    assert refused["pid"] == h.spawner.children[0].pid
+    assert 'reconnect = "restart"' in refused["fix"]
+    assert h.sup.state is State.RESTARTING
+
+
 def test_unexpected_sigkill_is_a_plain_restart_without_oom_fallback(tmp_path: Path, spawner: FakeSpawner, logs: list[dict[str, Any]]) -> None:
     """kill -9 with no kernel OOM record: restart, and the OOM fallback env stays unarmed
     (#9: a SIGKILL is not an OOM unless the kernel says so; this test used to expect it armed)."""
