@@ -48,13 +48,15 @@ class ChainMonitor:
 
     def reconfigure(self, config: Config) -> list[Kept]:
         """New settings apply from the next read; round history is kept unless the
-        judging parameters changed. Turning the probe on needs a restart of swarmd."""
+        judging parameters or the chain itself changed. A probe turned on by the new
+        file starts now; one turned off stops reading (its thread idles)."""
         old, self.settings = self.settings, config.chain
         self.contract = self._contract(config)
-        if (old.stall_rounds, old.round_length) != (config.chain.stall_rounds, config.chain.round_length):
+        judged = (old.stall_rounds, old.round_length, old.rpc_url)
+        if judged != (config.chain.stall_rounds, config.chain.round_length, config.chain.rpc_url):
             self._watch = ChainWatch(stall_rounds=config.chain.stall_rounds, round_length=config.chain.round_length)
-        if config.chain.rpc_url and self._thread is None:
-            return [Kept("chain.rpc_url", "the chain probe starts with swarmd; restart swarmd to turn it on")]
+        if not self._stop.is_set():
+            self.start()
         return []
 
     def stop(self) -> None:
@@ -68,7 +70,8 @@ class ChainMonitor:
         while not self._stop.is_set():
             began = time.monotonic()
             settings, contract = self.settings, self.contract
-            self._post(ChainRead(began, read_chain(settings.rpc_url, contract, settings.timeout)))
+            if settings.rpc_url:  # turned off by a reload: idle until turned on again
+                self._post(ChainRead(began, read_chain(settings.rpc_url, contract, settings.timeout)))
             self._stop.wait(max(0.0, settings.interval - (time.monotonic() - began)))
 
     def on_read(self, read: ChainRead, node_running: bool) -> list[ChainEvent]:

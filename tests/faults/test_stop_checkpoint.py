@@ -119,7 +119,11 @@ def test_sigterm_mid_round_longer_than_stop_timeout_saves_the_last_completed_rou
     nxt, _ = n.wait_match(JOINING, 2, 60)
     time.sleep(1.0)  # well inside the next round: it takes as long as the first
     assert not FINISHED.findall(n.log())[1:], "the next round ended before the stop: the test would prove nothing"
-    trainer = psutil.Process(int(n.d.wait_event(lambda e: e.get("event") == "child_started")["pid"]))
+    starts = [e for e in n.d.events() if e.get("event") == "child_started"]
+    why = [(e.get("event"), e.get("reason"), e.get("evidence", "")[:160]) for e in n.d.events()
+           if e.get("event") in ("decision", "state_changed") and e.get("to") != "running"]
+    assert len(starts) == 1, f"the trainer was restarted before the stop, so rounds do not line up: {why}"
+    trainer = psutil.Process(int(starts[0]["pid"]))
     asked = time.monotonic()
     n.d.signal(signal.SIGTERM)
     trainer.wait(STOP_TIMEOUT + 30)

@@ -284,6 +284,7 @@ def test_stdin_data_is_delivered_then_closed(spawn: Callable[..., PosixChild], p
 def test_spawn_stop_close_and_failed_spawns_leak_no_fd(tmp_path: Path, fake_argv: Argv) -> None:
     """Repeated spawns, stops, closes and failed spawns leave the fd count unchanged."""
     spawner = PosixSpawner()
+    gc.collect()  # an earlier test's garbage must not close its fds during ours
     before = _open_fds()
     for _ in range(3):
         child = spawner.spawn(fake_argv("exit_code", "0"), dict(os.environ), tmp_path, b"answer\n")
@@ -293,7 +294,8 @@ def test_spawn_stop_close_and_failed_spawns_leak_no_fd(tmp_path: Path, fake_argv
             spawner.spawn([str(tmp_path / "missing")], {}, tmp_path)
     del child
     gc.collect()
-    assert _open_fds() == before
+    # fewer is an earlier test's thread closing its fds late (seen in a full run); more is our leak
+    assert _open_fds() <= before
 
 
 def test_pidfile_finds_leftover_only_with_same_create_time(
