@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from swarmd.config import ProbesConfig
+from swarmd.config_net import ProbesConfig
 from swarmd.domain import ProbeResult
 from swarmd.heartbeat import Heartbeat
 from swarmd.p2pd_probe import ask_p2pd, pick_dht_parts, tree_procs
