@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
     from swarmd.logs import get_logger
     from swarmd.metrics import Metrics
     from swarmd.notify import Notifier
-    from swarmd.process import PosixSpawner
     from swarmd.signal_bridge import install
+    from swarmd.spawn import PosixSpawner
     from swarmd.supervisor import Supervisor
 
     path = Path(args.config).resolve()

@@ -30,7 +30,8 @@ from swarmd.probes import (
     progress_age,
     summarise_network,
 )
-from swarmd.process import PosixChild, PosixSpawner, stop_group
+from swarmd.process import stop_group
+from swarmd.spawn import PosixChild, PosixSpawner
 from tests.conftest import PipeReader
 
 pytestmark = pytest.mark.io
