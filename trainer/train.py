@@ -52,11 +52,12 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from trl.trainer.utils import pad, selective_log_softmax
 
 from trainer import checkpoint
+from trainer.groups import Group, external_problem, group_advantages, per_peer
 from trainer.grpo_loss import grpo_token_loss
 from trainer.model import load_model_and_tokenizer
 from trainer.node import StepInterrupted
 from trainer.rewards import total_reward
-from trainer.rollout import MAX_COMPLETION_CHARS, MAX_COMPLETIONS, Rollout, Task
+from trainer.rollout import MAX_COMPLETION_CHARS, Rollout, Task
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -68,7 +69,6 @@ log = structlog.get_logger(__name__)
 SYSTEM_PROMPT = "Reply as <answer>N</answer>."
 MAX_PROMPT_TOKENS = 512
 MICRO_BATCH = 32  # sequences per forward/backward; bounds memory when many peers share
-ADV_EPS = 1e-4  # trl's denominator guard
 _ID_CACHE_LIMIT = 4096
 
 
@@ -113,24 +113,6 @@ class StepStats:
     zero_advantage_groups: int = 0  # every completion scored the same: no signal
 
 
-@dataclass
-class _Group:
-    """One rollout ready to train on: token ids, recomputed rewards, advantages."""
-
-    prompt_ids: list[int]
-    completion_ids: list[list[int]]
-    rewards: list[float]
-    local: bool
-    advantages: list[float] = field(default_factory=list)
-    peer: str = ""
-
-
-def group_advantages(rewards: Sequence[float]) -> list[float]:
-    """trl's group-scaled advantages; a group of one carries no relative signal."""
-    if len(rewards) < 2:
-        return [0.0] * len(rewards)
-    r = torch.tensor(rewards, dtype=torch.float64)
-    return ((r - r.mean()) / (r.std() + ADV_EPS)).tolist()
 
 
 def _short(text: str) -> str:
@@ -260,7 +242,7 @@ class GRPOLearner:
         start = time.perf_counter()
         groups = [g for r in local if (g := self._group(r, local=True)) is not None]
         for r in external:
-            reason = self._external_problem(r)
+            reason = external_problem(r)
             if reason is None:
                 group = self._group(r, local=False)
                 if group is not None:
@@ -281,23 +263,13 @@ class GRPOLearner:
             external_count=sum(1 for g in groups if not g.local),
             step_seconds=time.perf_counter() - start,
             completion_tokens=tokens,
-            peer_rewards=_per_peer(groups),
+            peer_rewards=per_peer(groups),
             groups=len(groups),
             zero_advantage_groups=sum(1 for g in groups if not any(g.advantages)),
         )
 
-    def _external_problem(self, r: object) -> str | None:
-        """Why a peer's rollout cannot be used, or None; checks before any tokenising."""
-        if not isinstance(r, Rollout):
-            return "not a Rollout"
-        comps: object = r.completions  # a peer's object: check, don't trust the annotation
-        if not isinstance(comps, tuple) or not 1 <= len(comps) <= MAX_COMPLETIONS:
-            return "bad completions count"
-        if not all(isinstance(c, str) and len(c) <= MAX_COMPLETION_CHARS for c in comps):
-            return "completion not text or oversized"
-        return None
 
-    def _group(self, r: Rollout, *, local: bool) -> _Group | None:
+    def _group(self, r: Rollout, *, local: bool) -> Group | None:
         task = self.tasks.resolve(r.task)
         if task is None:
             log.warning("rollout_task_unresolvable", peer=_short(r.peer_id), family=_short(r.task.family),
@@ -314,9 +286,9 @@ class GRPOLearner:
                             max_new_tokens=self.settings.max_new_tokens)
                 return None
         rewards = [total_reward(c, task) for c in r.completions]
-        return _Group(prompt_ids, completion_ids, rewards, local, peer=r.peer_id)
+        return Group(prompt_ids, completion_ids, rewards, local, peer=r.peer_id)
 
-    def _step(self, groups: Sequence[_Group]) -> tuple[float, int]:
+    def _step(self, groups: Sequence[Group]) -> tuple[float, int]:
         """Loss over all sequences, one clipped optimizer step; returns (loss, tokens)."""
         seqs = [(g.prompt_ids, c, a) for g in groups for c, a in zip(g.completion_ids, g.advantages, strict=True)]
         tokens = sum(len(c) for _, c, _ in seqs)
@@ -467,9 +439,3 @@ def _push_to_hub(model: Any, tokenizer: Any, repo: str, token: str, message: str
     tokenizer.push_to_hub(repo, token=token, commit_message=message)
 
 
-def _per_peer(groups: Sequence[_Group]) -> tuple[tuple[str, float], ...]:
-    """Mean recomputed reward of each peer's rollouts this step: the basis of the winner vote."""
-    sums: dict[str, list[float]] = {}
-    for g in groups:
-        sums.setdefault(g.peer, []).extend(g.rewards)
-    return tuple((peer, sum(v) / len(v)) for peer, v in sorted(sums.items()) if v)
