@@ -51,7 +51,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from trl.trainer.utils import pad, selective_log_softmax
 
-from trainer import checkpoint
+from trainer import checkpoint, hub_push
 from trainer.groups import Group, external_problem, group_advantages, per_peer
 from trainer.grpo_loss import grpo_token_loss
 from trainer.model import load_model_and_tokenizer
@@ -407,18 +407,7 @@ class GRPOLearner:
         s = self.settings
         if not (s.hf_token and s.hf_push_repo and s.hf_push_every > 0) or round % s.hf_push_every:
             return
-        from tenacity import Retrying, stop_after_attempt, wait_exponential
-
-        message = f"rl-swarm: round {round}"
-        try:
-            for attempt in Retrying(stop=stop_after_attempt(3), wait=wait_exponential(max=self._push_wait), reraise=True):
-                with attempt:
-                    _push_to_hub(self.model, self.tokenizer, s.hf_push_repo, s.hf_token, message)
-        except Exception as exc:  # noqa: BLE001 - a failed push must never end training
-            detail = str(exc).replace(s.hf_token, "***")[:200]
-            log.warning("hf_push_failed", repo=s.hf_push_repo, round=round, error=type(exc).__name__, detail=detail)
-        else:
-            log.info("hf_pushed", repo=s.hf_push_repo, round=round)
+        hub_push.push(self.model, self.tokenizer, s.hf_push_repo, s.hf_token, round, max_wait=self._push_wait)
 
     _push_wait: float = 10.0
 
@@ -432,10 +421,3 @@ class _StopWhen(StoppingCriteria):
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.BoolTensor:
         done = torch.full((input_ids.shape[0],), self._pred(), dtype=torch.bool, device=input_ids.device)
         return cast("torch.BoolTensor", done)
-
-
-def _push_to_hub(model: Any, tokenizer: Any, repo: str, token: str, message: str) -> None:
-    model.push_to_hub(repo, token=token, commit_message=message, private=True)
-    tokenizer.push_to_hub(repo, token=token, commit_message=message)
-
-
