@@ -234,7 +234,7 @@ _BLOCK_HEAD, _BLOCK_TAIL = 8, 24  # lines of a long deciding traceback shown by 
 def _classify(args: argparse.Namespace) -> int:
     from swarmd.analyze import judge_lines
     from swarmd.classify import Classifier
-    from swarmd.rules import build_rules
+    from swarmd.user_rules import build_rules
 
     specs: tuple[Any, ...] = ()
     if args.config:

@@ -35,9 +35,10 @@ from swarmd.notify import Notifier, child_env
 from swarmd.policy import Policy
 from swarmd.probes import probe_network
 from swarmd.readiness import Readiness
-from swarmd.rules import build_rules, is_progress
+from swarmd.rules import is_progress
 from swarmd.status_board import StatusBoard
 from swarmd.trainer_run import Launcher, Run
+from swarmd.user_rules import build_rules
 
 _KERNEL_RECORD_WAIT = 0.2  # seconds a SIGKILL exit waits for the kernel's OOM record
 

@@ -1,4 +1,4 @@
-"""The built-in rule table and user rules from `monitor.toml`: what each known cause
+"""The built-in rule table: what each known cause
 looks like, which verdict and kind it gives, and which kinds count as progress.
 
 A rule names one known cause, matches anywhere in the line (never anchored at the start),
@@ -9,7 +9,7 @@ faults from the most severe verdict down (so `P2PDaemonError: p2pd binary not fo
 is fatal before the generic `P2PDaemonError` restart rule sees it), then transient
 reward-submission noise, then progress. User rules from `monitor.toml` `[[rules]]` come
 before all built-ins; a user rule named like a built-in replaces it (and moves to the
-front with the other user rules), and `enabled = false` removes it.
+front with the other user rules), and `enabled = false` removes it (`user_rules`).
 
 Named groups a pattern may use, built-in or user (anything unparsable is dropped):
 `round`, `stage` (ints), `step_seconds` (seconds per step), `its` (steps per second,
@@ -54,20 +54,14 @@ it matches (`tokens_of`): the classifier tries a rule only when one of its token
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from swarmd.domain import Signal, Verdict
-
-if TYPE_CHECKING:
-    from swarmd.config import RuleSpec
 
 __all__ = [
     "NOT_PROGRESS_KINDS",
     "OOM_KINDS",
     "Rule",
-    "build_rules",
     "default_rules",
     "is_progress",
     "tokens_of",
@@ -387,43 +381,3 @@ def default_rules() -> tuple[Rule, ...]:
 def tokens_of(rule: Rule) -> tuple[str, ...] | None:
     """The gate tokens of an unchanged built-in rule; `None` for any other rule (always tried)."""
     return _TOKENS.get(rule)
-
-
-def build_rules(specs: Sequence[RuleSpec]) -> tuple[Rule, ...]:
-    """User rules (in file order) followed by the built-ins they do not replace.
-
-    A spec named like a built-in replaces it, or removes it with `enabled = false`.
-    A disabled spec is not validated: it only names what to switch off.
-    """
-    replaced: set[str] = set()
-    user: list[Rule] = []
-    for spec in specs:
-        if spec.name in replaced:
-            raise ValueError(f"rule {spec.name!r}: defined twice")
-        replaced.add(spec.name)
-        if spec.enabled:
-            user.append(_rule_from_spec(spec))
-    return (*user, *(r for r in _DEFAULT_RULES if r.name not in replaced))
-
-
-def _rule_from_spec(spec: RuleSpec) -> Rule:
-    name = spec.name
-    if not name:
-        raise ValueError(f"rule {name!r}: empty name")
-    try:
-        verdict = Verdict(spec.verdict.strip().lower())
-    except ValueError:
-        allowed = ", ".join(v.value for v in Verdict)
-        raise ValueError(
-            f"rule {name!r}: unknown verdict {spec.verdict!r} (one of: {allowed})"
-        ) from None
-    try:
-        pattern = re.compile(spec.pattern)
-    except re.error as exc:
-        raise ValueError(
-            f"rule {name!r}: bad pattern {spec.pattern!r}: {exc}"
-        ) from None
-    exception = spec.exception
-    if not exception and pattern.search("") is not None:
-        raise ValueError(f"rule {name!r}: pattern {spec.pattern!r} matches every line")
-    return Rule(name, pattern, verdict, spec.kind or name, exception)
