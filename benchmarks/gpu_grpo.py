@@ -93,7 +93,7 @@ def run_baseline(settings: Any, steps: int, cuda: bool, tmp: Path) -> list[dict[
 
     from trainer.rewards import total_reward
     from trainer.rollout import Task, TaskRef
-    from trainer.train import plain_trl_trainer
+    from trainer.trl_baseline import plain_trl_trainer
 
     clock = _Clock(cuda)
     rows: list[dict[str, float]] = []

@@ -14,9 +14,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from swarmd.classify import Classifier, is_progress
+from swarmd.classify import Classifier
 from swarmd.domain import Signal, Verdict
 from swarmd.operator import OPERATOR_KINDS, OperatorWatch
+from swarmd.rules import is_progress
 from swarmd.taxonomy import cause_of, with_fix
 from swarmd.tracebacks import Traceback, TracebackAssembler, exception_type_of
 

@@ -12,7 +12,8 @@ from typing import Any
 
 from swarmd.chain_rpc import ChainReading, read_chain, resolve_contract
 from swarmd.chain_watch import ChainEvent, ChainWatch
-from swarmd.config import ChainConfig, Config
+from swarmd.config import Config
+from swarmd.config_net import ChainConfig
 from swarmd.parts import Kept
 
 

@@ -18,7 +18,6 @@ import psutil
 from swarmd.p2pd import remove_stale_sockets
 from swarmd.pidfile import PidFile
 from swarmd.process import (
-    Child,
     ProcRef,
     find_leftover,
     is_alive,
@@ -28,6 +27,7 @@ from swarmd.process import (
     stop_group,
     sweep_orphans,
 )
+from swarmd.spawn import Child
 
 
 @dataclass(frozen=True, slots=True)

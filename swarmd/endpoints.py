@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from swarmd.config import Config, WebConfig
+from swarmd.config import Config
+from swarmd.config_net import WebConfig
 from swarmd.control import ControlRequest, ControlServer
 from swarmd.metrics import Metrics
 from swarmd.parts import Kept

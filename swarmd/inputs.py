@@ -12,7 +12,8 @@ from typing import Any
 from swarmd.analyze import LogAnalyzer
 from swarmd.classify import Classifier
 from swarmd.clock import Clock
-from swarmd.config import Config, ProbesConfig
+from swarmd.config import Config
+from swarmd.config_net import ProbesConfig
 from swarmd.domain import Signal, Verdict
 from swarmd.events import LineSeen, ProbeDone
 from swarmd.follow import FileFollower

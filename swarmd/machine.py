@@ -20,7 +20,7 @@ from typing import Any
 
 from swarmd.backoff import Backoff
 from swarmd.chain_watch import ChainEvent
-from swarmd.classify import Classifier, build_rules, is_progress
+from swarmd.classify import Classifier
 from swarmd.clock import Clock
 from swarmd.config import Config
 from swarmd.domain import Action, Decision, ProbeResult, Signal, State, Verdict
@@ -35,8 +35,10 @@ from swarmd.notify import Notifier, child_env
 from swarmd.policy import Policy
 from swarmd.probes import probe_network
 from swarmd.readiness import Readiness
+from swarmd.rules import is_progress
 from swarmd.status_board import StatusBoard
 from swarmd.trainer_run import Launcher, Run
+from swarmd.user_rules import build_rules
 
 _KERNEL_RECORD_WAIT = 0.2  # seconds a SIGKILL exit waits for the kernel's OOM record
 

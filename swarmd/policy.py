@@ -13,11 +13,11 @@ from collections import deque
 from dataclasses import dataclass
 
 from swarmd.backoff import Backoff
-from swarmd.classify import NOT_PROGRESS_KINDS
 from swarmd.config import HealthConfig, TrainerConfig
 from swarmd.domain import NO_DECISION, Action, Decision, Health, Signal, Verdict
 from swarmd.exit_context import ExitFacts, judge_exit
 from swarmd.operator import OPERATOR_KINDS
+from swarmd.rules import NOT_PROGRESS_KINDS
 
 _RECENT_STEPS = 32
 _RECENT_FAULTS = 16  # fault lines of this run kept for the exit context

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from swarmd.config import ProbesConfig
+from swarmd.config_net import ProbesConfig
 from swarmd.domain import ProbeResult
 from swarmd.heartbeat import Heartbeat
 

@@ -10,13 +10,12 @@ Why it is careful:
   dropped (and counted) once the bound is reached.
 - A log deleted or replaced underneath is noticed before the next write and reopened.
 - Old files are gzipped off the hot path; a crash mid-compression never leaves a
-  half `.gz` as the only copy.
+  half `.gz` as the only copy (`log_archive` owns the rotated files).
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
 import os
 import threading
 from collections import deque
@@ -27,12 +26,12 @@ from typing import BinaryIO
 import structlog
 
 from swarmd.clock import Clock, SystemClock
+from swarmd.log_archive import LogArchive
 from swarmd.ratelimit import ReportLimiter
 
 _log = structlog.get_logger("swarmd.rotating")
 
 MAX_PENDING = 64 * 1024 * 1024
-_COMPRESS_BLOCK = 1024 * 1024
 
 
 def open_append(path: Path) -> BinaryIO:
@@ -132,13 +131,9 @@ class RotatingLog:
         self.dropped_lines = 0
         self._drop_reports = ReportLimiter(self._clock)
         self.rotations = 0
-        # compression worker state (guarded by _lock)
-        self._jobs: deque[tuple[int, int]] = deque()
-        self._worker: threading.Thread | None = None
-        self._abort = threading.Event()
-        self._idle = threading.Condition(self._lock)
+        self._archive = LogArchive(self.path, self._lock)
         if compress:
-            self._recover_compression()
+            self._archive.recover(keep)
 
     # -- public -------------------------------------------------------------------
 
@@ -181,11 +176,7 @@ class RotatingLog:
             self._pending_bytes = 0
             self._closed = True
             self._close_file()
-            self._idle.wait_for(lambda: self._worker is None, timeout)
-            worker = self._worker
-            self._abort.set()
-        if worker is not None:
-            worker.join(timeout)
+        self._archive.stop(timeout)
 
     def reconfigure(self, max_bytes: int, keep: int, compress: bool) -> None:
         """New limits from a reload. They hold from the next write: a file already past
@@ -200,8 +191,7 @@ class RotatingLog:
 
     def wait_compressed(self, timeout: float) -> bool:
         """Block until no compression is queued or running; True if so in time."""
-        with self._lock:
-            return self._idle.wait_for(lambda: self._worker is None, timeout)
+        return self._archive.wait_idle(timeout)
 
     def __enter__(self) -> RotatingLog:
         return self
@@ -330,147 +320,15 @@ class RotatingLog:
 
     # -- rotation -----------------------------------------------------------------
 
-    def _numbered(self, i: int) -> tuple[Path, Path]:
-        plain = self.path.with_name(f"{self.path.name}.{i}")
-        return plain, plain.with_name(plain.name + ".gz")
-
     def _rotate(self) -> bool:
         self._close_file()
         try:
-            self._shift()
+            self._archive.shift(self.keep)
         except OSError as exc:
             self._report(exc)
             return False
         self.rotations += 1
         self._size = 0
         if self.compress and self.keep > 0:
-            self._enqueue(self._numbered(1)[0])
+            self._archive.enqueue(self._archive.numbered(1)[0])
         return True
-
-    def _shift(self) -> None:
-        """file.i -> file.i+1 from the oldest down, dropping what passes `keep`.
-
-        Only existing files are touched (one directory listing), so a large `keep`
-        costs nothing per rotation.
-        """
-        if self.keep == 0:
-            self.path.unlink(missing_ok=True)
-            return
-        for i in sorted(self._existing_numbers(), reverse=True):
-            for src, dst in zip(self._numbered(i), self._numbered(i + 1), strict=True):
-                with contextlib.suppress(FileNotFoundError):
-                    if i >= self.keep:
-                        src.unlink()
-                    else:
-                        src.rename(dst)
-        with contextlib.suppress(FileNotFoundError):
-            self.path.rename(self._numbered(1)[0])
-
-    def _existing_numbers(self) -> set[int]:
-        prefix = self.path.name + "."
-        found: set[int] = set()
-        with contextlib.suppress(OSError):  # no directory: nothing to shift
-            for entry in self.path.parent.iterdir():
-                if entry.name.startswith(prefix):
-                    number = entry.name[len(prefix) :].removesuffix(".gz")
-                    if number.isdigit():
-                        found.add(int(number))
-        return found
-
-    # -- compression (off the hot path) ---------------------------------------------
-
-    def _tmp_name(self, ident: tuple[int, int]) -> Path:
-        return self.path.with_name(f".{self.path.name}.{ident[1]}.gz.tmp")
-
-    def _recover_compression(self) -> None:
-        """After a crash: drop half-written archives, compress plain rotated files."""
-        parent = self.path.parent
-        if not parent.is_dir():
-            return
-        for tmp in parent.glob(f".{self.path.name}.*.gz.tmp"):
-            tmp.unlink(missing_ok=True)
-        with self._lock:
-            for i in sorted(self._existing_numbers()):
-                plain = self._numbered(i)[0]
-                if 1 <= i <= self.keep and plain.exists():
-                    self._enqueue(plain)
-
-    def _enqueue(self, plain: Path) -> None:
-        try:
-            st = plain.stat()
-        except OSError:
-            return
-        self._jobs.append((st.st_dev, st.st_ino))
-        if self._worker is None:
-            self._worker = threading.Thread(
-                target=self._compress_loop,
-                name=f"compress:{self.path.name}",
-                daemon=True,
-            )
-            self._worker.start()
-
-    def _find_plain(self, ident: tuple[int, int]) -> Path | None:
-        """Where the rotated file with this inode is now (rotations move it)."""
-        for i in sorted(self._existing_numbers()):
-            plain = self._numbered(i)[0]
-            try:
-                st = plain.stat()
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) == ident:
-                return plain
-        return None
-
-    def _compress_loop(self) -> None:
-        while True:
-            with self._lock:
-                if not self._jobs or self._abort.is_set():
-                    self._jobs.clear()
-                    self._worker = None
-                    self._idle.notify_all()
-                    return
-                ident = self._jobs.popleft()
-                src = self._open_job(ident)
-            if src is None:
-                continue
-            tmp = self._tmp_name(ident)
-            try:
-                with src:
-                    done = self._gzip(src, tmp)
-            except OSError as exc:
-                _log.warning("log_compress_failed", path=str(self.path), error=str(exc))
-                done = False
-            with self._lock:
-                self._commit(ident, tmp, done)
-
-    def _open_job(self, ident: tuple[int, int]) -> BinaryIO | None:
-        plain = self._find_plain(ident)
-        if plain is None:
-            return None
-        try:
-            return plain.open("rb")
-        except OSError:
-            return None
-
-    def _gzip(self, src: BinaryIO, tmp: Path) -> bool:
-        with tmp.open("wb") as raw:
-            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) as gz:
-                while block := src.read(_COMPRESS_BLOCK):
-                    if self._abort.is_set():
-                        return False
-                    gz.write(block)
-            raw.flush()
-            os.fsync(raw.fileno())  # the .gz must be durable before the plain goes
-        return True
-
-    def _commit(self, ident: tuple[int, int], tmp: Path, done: bool) -> None:
-        plain = self._find_plain(ident) if done else None
-        try:
-            if plain is None:
-                tmp.unlink(missing_ok=True)
-                return
-            tmp.replace(plain.with_name(plain.name + ".gz"))
-            plain.unlink()
-        except OSError as exc:
-            _log.warning("log_compress_failed", path=str(self.path), error=str(exc))
-            tmp.unlink(missing_ok=True)

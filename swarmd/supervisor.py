@@ -38,9 +38,9 @@ from swarmd.notify import Notifier
 from swarmd.p2pd_probe import DhtLook
 from swarmd.parts import Kept, Part, Parts
 from swarmd.pidfile import PidFile
-from swarmd.process import Spawner
 from swarmd.readiness import Readiness
 from swarmd.signal_bridge import OsSignal
+from swarmd.spawn import Spawner
 from swarmd.status_board import StatusBoard
 from swarmd.trainer_run import Launcher, Run
 

@@ -22,9 +22,10 @@ from swarmd.config import TrainerConfig
 from swarmd.events import ChildDown, ChildExited
 from swarmd.log_files import TrainerLog
 from swarmd.pidfile import PidFile
-from swarmd.process import Child, ProcRef, Spawner, snapshot_tree
+from swarmd.process import ProcRef, snapshot_tree
 from swarmd.redact import redact_bytes
 from swarmd.rotating import RotatingLog
+from swarmd.spawn import Child, Spawner
 
 _CAPTURE_GRACE = 2.0  # after the group is gone, wait this long for the pipe's EOF
 _EXIT_EVIDENCE_WAIT = 0.25  # after an exit, wait this long at most for the pipe's EOF

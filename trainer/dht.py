@@ -34,7 +34,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import psutil
 import structlog
 from cryptography.hazmat.primitives import serialization
 from tenacity import (
@@ -45,10 +44,10 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from swarmd.p2pd import end_processes, is_p2pd, listen_sockets, remove_stale_sockets
 from trainer.exchange import BoardExchange, owner_subkey, say, signer_peer_id
 from trainer.genrl_compat import is_bare_round_key
 from trainer.identity import load_or_create, load_private_key
+from trainer.own_p2pd import clean_stale_p2pd, own_p2pd_sockets, remove_dead_sockets
 
 log = structlog.get_logger(__name__)
 
@@ -101,7 +100,7 @@ class SwarmDht:
     def _start_once(self, number: int) -> None:
         import hivemind
 
-        clean_stale_p2pd(self.identity_path)
+        _clean_stale(self.identity_path)
         say(f"DHT start attempt {number}/{self.attempts} (initial peers: {len(self.initial_peers)})")
         validator = self._signer()
         kwargs: dict[str, Any] = {"host_maddrs": self.host_maddrs, "identity_path": str(self.identity_path),
@@ -117,7 +116,7 @@ class SwarmDht:
             _shutdown_quietly(dht)
             raise
         self._dht = dht
-        self._sockets = _own_p2pd_sockets(self.identity_path)
+        self._sockets = own_p2pd_sockets(self.identity_path)
         self.starts += 1
         say(f"DHT started: peer {dht.peer_id}, listening on {' '.join(self.visible_maddrs())}")
 
@@ -155,9 +154,11 @@ class SwarmDht:
         dht, self._dht = self._dht, None
         if dht is not None:
             _shutdown_quietly(dht)
-        clean_stale_p2pd(self.identity_path)
+        _clean_stale(self.identity_path)
         sockets, self._sockets = self._sockets, []
-        _remove_dead_sockets(sockets)
+        removed = remove_dead_sockets(sockets)
+        if removed:
+            say(f"removed sockets of our dead p2pd: {' '.join(map(str, removed))}")
 
     @property
     def alive(self) -> bool:
@@ -311,83 +312,10 @@ def _shutdown_quietly(dht: Any) -> None:
         dht.join(timeout=10)
 
 
-def clean_stale_p2pd(identity_path: Path, timeout: float = 5.0) -> list[int]:
-    """End p2pd daemons left over by a dead incarnation of THIS node, and their sockets.
-
-    Identified by `-id=<our identity path>` (a key file is never shared, §2.1), and
-    stale when not our own descendant and no live trainer above it (its DHT parent was
-    orphaned by a kill -9). Another live trainer misconfigured with our key is left
-    alone (hivemind then reports "identity taken", which is the right error).
-    """
-    flag = f"-id={identity_path}"
-    me = os.getpid()
-    victims: list[psutil.Process] = []
-    for proc in psutil.process_iter(["name", "cmdline"]):
-        cmd = proc.info.get("cmdline") or []
-        if not is_p2pd(proc.info.get("name") or "", cmd) or flag not in cmd:
-            continue
-        try:
-            ancestors = proc.parents()
-        except psutil.Error:
-            continue
-        if any(p.pid == me for p in ancestors):
-            continue  # ours and alive
-        if _owned_by_live_trainer(ancestors):
-            continue
-        victims.append(proc)
-        parent = ancestors[0] if ancestors else None
-        if parent is not None and parent.pid != 1 and _is_orphaned_dht(parent):
-            victims.append(parent)
-    if not victims:
-        return []
-    sockets = [path for v in victims for path in listen_sockets(_cmdline(v))]
-    end_processes(victims, timeout, timeout)
-    remove_stale_sockets(sockets)
-    pids = [v.pid for v in victims]
-    say(f"cleaned stale p2pd holding our identity: pids {pids}")
-    return pids
-
-
-def _own_p2pd_sockets(identity_path: Path) -> list[Path]:
-    """Sockets of the p2pd our DHT process just started (found among our descendants)."""
-    flag = f"-id={identity_path}"
-    try:
-        procs = psutil.Process().children(recursive=True)
-    except psutil.Error:
-        return []
-    return [path for p in procs if flag in (cmd := _cmdline(p)) for path in listen_sockets(cmd)]
-
-
-def _remove_dead_sockets(paths: Sequence[Path]) -> None:
-    """Remove the sockets of our p2pd once it is gone. hivemind removes them on a clean
-    shutdown only: a p2pd that was killed leaves its socket in /tmp for good."""
-    removed = remove_stale_sockets(paths)
-    if removed:
-        say(f"removed sockets of our dead p2pd: {' '.join(map(str, removed))}")
-
-
-def _cmdline(proc: psutil.Process) -> list[str]:
-    try:
-        return proc.cmdline()
-    except psutil.Error:
-        return []
-
-
-def _is_orphaned_dht(proc: psutil.Process) -> bool:
-    """The DHT child hivemind forked from a trainer that has since died."""
-    try:
-        parent = proc.parent()
-    except psutil.Error:
-        return False
-    return parent is None or parent.pid == 1 or "trainer" not in " ".join(_cmdline(parent))
-
-
-def _owned_by_live_trainer(ancestors: list[psutil.Process]) -> bool:
-    # p2pd <- DHT child (a fork: same cmdline as the trainer) <- the trainer itself.
-    if len(ancestors) < 2:
-        return False
-    dht_child, trainer = ancestors[0], ancestors[1]
-    return trainer.pid != 1 and "trainer" in " ".join(_cmdline(trainer)) and not _is_orphaned_dht(dht_child)
+def _clean_stale(identity_path: Path) -> None:
+    pids = clean_stale_p2pd(identity_path)
+    if pids:
+        say(f"cleaned stale p2pd holding our identity: pids {pids}")
 
 
 def read_peers_file(path: Path, own_peer_id: str) -> list[str]:

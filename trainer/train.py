@@ -32,19 +32,15 @@ call, as trl does): benchmarks compare equal work that way and time the skip apa
 
 Every reward is recomputed here from the TaskRef (trainer.rollout, W22): a peer's
 text is the only thing trusted, and bad or oversized external rollouts are dropped
-with a log line. `plain_trl_trainer` builds the unmodified trl GRPOTrainer with the
-same settings for the GPU benchmark's baseline.
+with a log line. `trainer.trl_baseline` builds the unmodified trl GRPOTrainer with the same
+settings for the GPU benchmark's baseline; `trainer.checkpoint` writes and restores
+the checkpoints.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
-import json
-import os
-import random
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,11 +51,13 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 from trl.trainer.utils import pad, selective_log_softmax
 
+from trainer import checkpoint, hub_push
+from trainer.groups import Group, external_problem, group_advantages, per_peer
 from trainer.grpo_loss import grpo_token_loss
 from trainer.model import load_model_and_tokenizer
 from trainer.node import StepInterrupted
 from trainer.rewards import total_reward
-from trainer.rollout import MAX_COMPLETION_CHARS, MAX_COMPLETIONS, Rollout, Task
+from trainer.rollout import MAX_COMPLETION_CHARS, Rollout, Task
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator, Sequence
@@ -71,9 +69,6 @@ log = structlog.get_logger(__name__)
 SYSTEM_PROMPT = "Reply as <answer>N</answer>."
 MAX_PROMPT_TOKENS = 512
 MICRO_BATCH = 32  # sequences per forward/backward; bounds memory when many peers share
-ADV_EPS = 1e-4  # trl's denominator guard
-CKPT_PREFIX, TMP_PREFIX, MANIFEST = "round-", ".tmp-", "manifest.json"
-CKPT_FILES = ("model.safetensors", "optimizer.pt", "rng.pt")
 _ID_CACHE_LIMIT = 4096
 
 
@@ -118,24 +113,6 @@ class StepStats:
     zero_advantage_groups: int = 0  # every completion scored the same: no signal
 
 
-@dataclass
-class _Group:
-    """One rollout ready to train on: token ids, recomputed rewards, advantages."""
-
-    prompt_ids: list[int]
-    completion_ids: list[list[int]]
-    rewards: list[float]
-    local: bool
-    advantages: list[float] = field(default_factory=list)
-    peer: str = ""
-
-
-def group_advantages(rewards: Sequence[float]) -> list[float]:
-    """trl's group-scaled advantages; a group of one carries no relative signal."""
-    if len(rewards) < 2:
-        return [0.0] * len(rewards)
-    r = torch.tensor(rewards, dtype=torch.float64)
-    return ((r - r.mean()) / (r.std() + ADV_EPS)).tolist()
 
 
 def _short(text: str) -> str:
@@ -265,7 +242,7 @@ class GRPOLearner:
         start = time.perf_counter()
         groups = [g for r in local if (g := self._group(r, local=True)) is not None]
         for r in external:
-            reason = self._external_problem(r)
+            reason = external_problem(r)
             if reason is None:
                 group = self._group(r, local=False)
                 if group is not None:
@@ -286,23 +263,13 @@ class GRPOLearner:
             external_count=sum(1 for g in groups if not g.local),
             step_seconds=time.perf_counter() - start,
             completion_tokens=tokens,
-            peer_rewards=_per_peer(groups),
+            peer_rewards=per_peer(groups),
             groups=len(groups),
             zero_advantage_groups=sum(1 for g in groups if not any(g.advantages)),
         )
 
-    def _external_problem(self, r: object) -> str | None:
-        """Why a peer's rollout cannot be used, or None; checks before any tokenising."""
-        if not isinstance(r, Rollout):
-            return "not a Rollout"
-        comps: object = r.completions  # a peer's object: check, don't trust the annotation
-        if not isinstance(comps, tuple) or not 1 <= len(comps) <= MAX_COMPLETIONS:
-            return "bad completions count"
-        if not all(isinstance(c, str) and len(c) <= MAX_COMPLETION_CHARS for c in comps):
-            return "completion not text or oversized"
-        return None
 
-    def _group(self, r: Rollout, *, local: bool) -> _Group | None:
+    def _group(self, r: Rollout, *, local: bool) -> Group | None:
         task = self.tasks.resolve(r.task)
         if task is None:
             log.warning("rollout_task_unresolvable", peer=_short(r.peer_id), family=_short(r.task.family),
@@ -319,9 +286,9 @@ class GRPOLearner:
                             max_new_tokens=self.settings.max_new_tokens)
                 return None
         rewards = [total_reward(c, task) for c in r.completions]
-        return _Group(prompt_ids, completion_ids, rewards, local, peer=r.peer_id)
+        return Group(prompt_ids, completion_ids, rewards, local, peer=r.peer_id)
 
-    def _step(self, groups: Sequence[_Group]) -> tuple[float, int]:
+    def _step(self, groups: Sequence[Group]) -> tuple[float, int]:
         """Loss over all sequences, one clipped optimizer step; returns (loss, tokens)."""
         seqs = [(g.prompt_ids, c, a) for g in groups for c, a in zip(g.completion_ids, g.advantages, strict=True)]
         tokens = sum(len(c) for _, c, _ in seqs)
@@ -415,70 +382,23 @@ class GRPOLearner:
     # ---- checkpoints --------------------------------------------------------
 
     def save_checkpoint(self, round: int, stage: int) -> Path:
-        """Write to a tmp dir, fsync, then os.replace into round-XXXXXX; keep the last N."""
-        from safetensors.torch import save_model
-
-        root = self.settings.checkpoint_dir
-        root.mkdir(parents=True, exist_ok=True)
-        final = root / f"{CKPT_PREFIX}{round:06d}"
-        tmp = root / f"{TMP_PREFIX}{final.name}-{os.getpid()}-{random.getrandbits(32):08x}"
-        tmp.mkdir()
-        save_model(self.model, str(tmp / "model.safetensors"))
-        torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save({**self._rng, "python": random.getstate()}, tmp / "rng.pt")
-        manifest = {
-            "version": 1, "round": round, "stage": stage, "model": self.settings.model,
-            "files": {name: _sha256(tmp / name) for name in CKPT_FILES},
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-        for name in (*CKPT_FILES, MANIFEST):
-            _fsync(tmp / name)
-        _fsync(tmp)
-        if final.exists():  # same round saved again (a later stage): retire the old one
-            old = root / f"{TMP_PREFIX}old-{final.name}-{os.getpid()}"
-            final.replace(old)
-            shutil.rmtree(old)
-        tmp.replace(final)
-        _fsync(root)
-        self._prune(root)
-        log.info("checkpoint_saved", path=str(final), round=round, stage=stage)
-        return final
-
-    def _prune(self, root: Path) -> None:
-        for old in _checkpoints(root)[self.settings.checkpoint_keep:]:
-            shutil.rmtree(old, ignore_errors=True)
+        """Save model, optimizer and RNG as `round` (see trainer.checkpoint); keep the last N."""
+        s = self.settings
+        return checkpoint.save(
+            s.checkpoint_dir, round=round, stage=stage, model_name=s.model, model=self.model,
+            optimizer=self.optimizer, rng=self._rng, keep=s.checkpoint_keep,
+        )
 
     def load_latest_checkpoint(self) -> tuple[int, int] | None:
         """Restore the newest checkpoint whose manifest verifies; skip torn ones."""
-        root = self.settings.checkpoint_dir
-        if not root.is_dir():
-            return None
-        for tmp in root.glob(f"{TMP_PREFIX}*"):
-            log.warning("checkpoint_partial_removed", path=str(tmp))
-            shutil.rmtree(tmp, ignore_errors=True)
-        for path in _checkpoints(root):
-            problem = _verify(path, self.settings.model)
-            if problem is None:
-                try:
-                    return self._restore(path)
-                except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
-                    problem = f"restore failed: {type(exc).__name__}"
-            log.warning("checkpoint_skipped", path=str(path), reason=problem)
-        return None
-
-    def _restore(self, path: Path) -> tuple[int, int]:
-        from safetensors.torch import load_model
-
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-        load_model(self.model, str(path / "model.safetensors"), device=str(self.device))
-        self.optimizer.load_state_dict(
-            torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True)
+        restored = checkpoint.load_latest(
+            self.settings.checkpoint_dir, model_name=self.settings.model, model=self.model,
+            optimizer=self.optimizer, device=self.device,
         )
-        rng = torch.load(path / "rng.pt", weights_only=True)
-        random.setstate(_as_tuple(rng.pop("python")))
-        self._rng = rng
-        log.info("checkpoint_loaded", path=str(path), round=manifest["round"], stage=manifest["stage"])
-        return int(manifest["round"]), int(manifest["stage"])
+        if restored is None:
+            return None
+        round, stage, self._rng = restored
+        return round, stage
 
     # ---- Hugging Face push --------------------------------------------------
 
@@ -487,18 +407,7 @@ class GRPOLearner:
         s = self.settings
         if not (s.hf_token and s.hf_push_repo and s.hf_push_every > 0) or round % s.hf_push_every:
             return
-        from tenacity import Retrying, stop_after_attempt, wait_exponential
-
-        message = f"rl-swarm: round {round}"
-        try:
-            for attempt in Retrying(stop=stop_after_attempt(3), wait=wait_exponential(max=self._push_wait), reraise=True):
-                with attempt:
-                    _push_to_hub(self.model, self.tokenizer, s.hf_push_repo, s.hf_token, message)
-        except Exception as exc:  # noqa: BLE001 - a failed push must never end training
-            detail = str(exc).replace(s.hf_token, "***")[:200]
-            log.warning("hf_push_failed", repo=s.hf_push_repo, round=round, error=type(exc).__name__, detail=detail)
-        else:
-            log.info("hf_pushed", repo=s.hf_push_repo, round=round)
+        hub_push.push(self.model, self.tokenizer, s.hf_push_repo, s.hf_token, round, max_wait=self._push_wait)
 
     _push_wait: float = 10.0
 
@@ -512,110 +421,3 @@ class _StopWhen(StoppingCriteria):
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.BoolTensor:
         done = torch.full((input_ids.shape[0],), self._pred(), dtype=torch.bool, device=input_ids.device)
         return cast("torch.BoolTensor", done)
-
-
-def _push_to_hub(model: Any, tokenizer: Any, repo: str, token: str, message: str) -> None:
-    model.push_to_hub(repo, token=token, commit_message=message, private=True)
-    tokenizer.push_to_hub(repo, token=token, commit_message=message)
-
-
-def _as_tuple(value: Any) -> Any:
-    return tuple(_as_tuple(v) for v in value) if isinstance(value, list | tuple) else value
-
-
-def _sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _checkpoints(root: Path) -> list[Path]:
-    """round-N directories, newest round first (numeric: rounds may pass 999999)."""
-    found = []
-    for p in root.glob(f"{CKPT_PREFIX}*"):
-        suffix = p.name[len(CKPT_PREFIX):]
-        if p.is_dir() and suffix.isdigit():
-            found.append((int(suffix), p))
-    return [p for _, p in sorted(found, reverse=True)]
-
-
-def _verify(path: Path, model: str) -> str | None:
-    """Why a checkpoint cannot be trusted, or None when every file matches its hash."""
-    try:
-        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
-        files = manifest["files"]
-        int(manifest["round"]), int(manifest["stage"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        return f"manifest unreadable: {type(exc).__name__}"
-    if manifest.get("model") != model:
-        return "checkpoint is for another model"
-    for name in CKPT_FILES:
-        if not isinstance(files, dict) or name not in files:
-            return f"{name} not in manifest"
-        try:
-            if _sha256(path / name) != files[name]:
-                return f"{name} hash mismatch"
-        except OSError:
-            return f"{name} missing"
-    return None
-
-
-def plain_trl_trainer(settings: TrainSettings, tasks: Sequence[Task],
-                      reward_func: Callable[..., list[float]], max_steps: int,
-                      output_dir: Path, model: Any = None, tokenizer: Any = None) -> Any:
-    """An unmodified trl GRPOTrainer doing the work a GRPOLearner does: the baseline.
-
-    Equal work is the point, so everything that decides the work is pinned: the same
-    weights (same loader and seed), `prompts_per_round` tasks x `num_generations` per
-    optimizer step, taken in the order given (`shuffle_dataset=False`), one generation
-    per step, the same sampling (trl's defaults, which ours reads), max tokens, dtype,
-    learning rate, clipping and beta, and the same KV cache (static on CUDA only when
-    `static_kv_cache`, as `GRPOLearner`; trl builds its GenerationConfig with
-    `disable_compile=True`, which is trl's choice, kept). Rows carry `answer`, so
-    `reward_func(completions=..., answer=[...], ...)` can score as `total_reward` does.
-    """
-    from datasets import Dataset
-    from trl import GRPOConfig, GRPOTrainer  # type: ignore[attr-defined]
-
-    if model is None or tokenizer is None:
-        model, tokenizer = load_model_and_tokenizer(
-            settings.model, device=settings.device, dtype=settings.dtype, seed=settings.seed
-        )
-    bf16 = settings.dtype == "bf16"
-    static = settings.device.startswith("cuda") and settings.static_kv_cache
-    config = GRPOConfig(
-        output_dir=str(output_dir), max_steps=max_steps, learning_rate=settings.learning_rate,
-        max_grad_norm=settings.max_grad_norm, beta=settings.beta, seed=settings.seed,
-        num_generations=settings.num_generations, max_completion_length=settings.max_new_tokens,
-        per_device_train_batch_size=settings.num_generations * settings.prompts_per_round,
-        shuffle_dataset=False, cache_implementation="static" if static else None,
-        weight_decay=0.0, lr_scheduler_type="constant", warmup_steps=0,  # ours: AdamW, fixed lr
-        bf16=bf16, fp16=False, use_cpu=settings.device == "cpu",
-        gradient_checkpointing=False,  # ours does not checkpoint either: compare like with like
-        report_to="none", save_strategy="no", logging_steps=1, disable_tqdm=True,
-        dataloader_num_workers=0,
-    )
-    data = Dataset.from_dict({
-        "prompt": [[{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": t.question}]
-                   for t in tasks],
-        "answer": [t.answer for t in tasks],
-    })
-    return GRPOTrainer(
-        model=model, reward_funcs=reward_func, args=config,  # type: ignore[arg-type]
-        train_dataset=data, processing_class=tokenizer,
-    )
-
-
-def _per_peer(groups: Sequence[_Group]) -> tuple[tuple[str, float], ...]:
-    """Mean recomputed reward of each peer's rollouts this step: the basis of the winner vote."""
-    sums: dict[str, list[float]] = {}
-    for g in groups:
-        sums.setdefault(g.peer, []).extend(g.rewards)
-    return tuple((peer, sum(v) / len(v)) for peer, v in sorted(sums.items()) if v)

@@ -1,4 +1,4 @@
-"""Recording test doubles for `swarmd.process.Spawner`/`Child` (supervisor unit tests).
+"""Recording test doubles for `swarmd.spawn.Spawner`/`Child` (supervisor unit tests).
 
 `FakeChild.stdout_fd` is the read end of a real pipe, so a capture reader can run on
 it unchanged; the test writes the child's output with `emit()` and ends it with

@@ -272,12 +272,12 @@ def checkpoints(root: Path) -> list[int]:
 
 
 def verify_newest(root: Path) -> tuple[int, str | None]:
-    """(round, the trainer's own verdict on it): trainer.train's manifest check, imported
+    """(round, the trainer's own verdict on it): trainer.checkpoint's manifest check, imported
     late because it pulls in torch."""
-    from trainer.train import _checkpoints, _verify
+    from trainer import checkpoint
 
-    newest = _checkpoints(root)[0]
-    return int(newest.name.removeprefix("round-")), _verify(newest, "tiny")
+    newest = checkpoint.checkpoints(root)[0]
+    return int(newest.name.removeprefix("round-")), checkpoint.verify(newest, "tiny")
 
 
 def events(n: RealNode, name: str) -> list[dict[str, Any]]:

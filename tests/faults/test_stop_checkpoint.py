@@ -138,8 +138,8 @@ def test_sigterm_mid_round_longer_than_stop_timeout_saves_the_last_completed_rou
     assert f"Finished training round: {nxt} " not in text
     assert "Stopped cleanly" in text[-3000:]
 
-    from trainer.train import _checkpoints, _verify  # late: pulls in torch
+    from trainer import checkpoint  # late: pulls in torch
 
-    saved = _checkpoints(n.ckpts)
+    saved = checkpoint.checkpoints(n.ckpts)
     assert [p.name for p in saved] == [f"round-{int(finished):06d}"], saved
-    assert _verify(saved[0], "tiny") is None
+    assert checkpoint.verify(saved[0], "tiny") is None

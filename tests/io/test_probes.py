@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from swarmd.config import ProbesConfig
+from swarmd.config_net import ProbesConfig
 from swarmd.domain import ProbeResult
 from swarmd.heartbeat import Heartbeat
 from swarmd.p2pd_probe import ask_p2pd, pick_dht_parts, tree_procs
@@ -30,7 +30,8 @@ from swarmd.probes import (
     progress_age,
     summarise_network,
 )
-from swarmd.process import PosixChild, PosixSpawner, stop_group
+from swarmd.process import stop_group
+from swarmd.spawn import PosixChild, PosixSpawner
 from tests.conftest import PipeReader
 
 pytestmark = pytest.mark.io

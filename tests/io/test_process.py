@@ -24,17 +24,15 @@ from swarmd.errors import NoPermission, NotExecutable, NotFound
 from swarmd.p2pd import remove_stale_sockets
 from swarmd.pidfile import PidFile
 from swarmd.process import (
-    PosixChild,
-    PosixSpawner,
     ProcRef,
     find_leftover,
     is_alive,
-    map_spawn_error,
     p2pd_sockets,
     snapshot_tree,
     stop_group,
     sweep_orphans,
 )
+from swarmd.spawn import PosixChild, PosixSpawner, map_spawn_error
 from tests.conftest import PipeReader, wait_until
 
 pytestmark = pytest.mark.io
@@ -442,11 +440,8 @@ def test_stop_group_drives_a_fake_child_through_the_protocol_only() -> None:
 @pytest.mark.io
 def test_listening_ports_of_a_recorded_tree_are_found_and_freed(tmp_path: Path, python_exe: str) -> None:
     """A trainer's listening port is seen while it runs and reported free after it ends."""
-    from swarmd.process import (
-        PosixSpawner,
-        snapshot_tree,
-        stop_group,
-    )
+    from swarmd.process import snapshot_tree, stop_group
+    from swarmd.spawn import PosixSpawner
 
     code = (
         "import socket, time; s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen();"

@@ -24,8 +24,9 @@ import pytest
 import torch
 
 from trainer.data import TaskSource
+from trainer.groups import group_advantages
 from trainer.grpo_loss import grpo_token_loss
-from trainer.train import GRPOLearner, TrainSettings, group_advantages
+from trainer.train import GRPOLearner, TrainSettings
 
 pytest.importorskip("trl")
 pytestmark = [

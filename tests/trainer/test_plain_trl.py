@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from trainer.data import TaskSource
-from trainer.train import GRPOLearner, TrainSettings, plain_trl_trainer
+from trainer.train import GRPOLearner, TrainSettings
+from trainer.trl_baseline import plain_trl_trainer
 
 pytest.importorskip("trl")
 pytestmark = [

@@ -11,7 +11,7 @@ import pytest
 import torch
 from structlog.testing import capture_logs
 
-from trainer import train
+from trainer import hub_push, train
 from trainer.data import TaskSource
 from trainer.node import StepInterrupted
 from trainer.rollout import Rollout, Task, TaskRef
@@ -225,7 +225,7 @@ def test_failed_push_is_retried_never_raised_and_hides_the_token(
         calls.append(repo)
         raise ConnectionError(f"401 for token {tok}")
 
-    monkeypatch.setattr(train, "_push_to_hub", refuse)
+    monkeypatch.setattr(hub_push, "push_to_hub", refuse)
     learner = _learner(tmp_path, hf_token=token, hf_push_repo="me/tiny", hf_push_every=2)
     learner._push_wait = 0.0
     with capture_logs() as logs:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 
 from swarmd.analyze import LogAnalyzer, judge_lines
-from swarmd.classify import Classifier, is_progress
+from swarmd.classify import Classifier
 from swarmd.domain import Signal, Verdict
+from swarmd.rules import is_progress
 from swarmd.taxonomy import cause_of_text
 
 V = Verdict
@@ -204,8 +205,8 @@ def test_last_crash_is_remembered_for_the_exit_context(clf: Classifier) -> None:
 
 def test_user_rule_may_match_a_tracebacks_final_exception_type() -> None:
     """`exception = "ZeroDivisionError"` judges the block, and never a bare line."""
-    from swarmd.classify import build_rules
     from swarmd.config import RuleSpec
+    from swarmd.user_rules import build_rules
 
     rules = build_rules([RuleSpec(name="div", pattern="", verdict="give_up_fatal", kind="math", exception="ZeroDivisionError")])
     clf = Classifier(rules)
@@ -215,8 +216,8 @@ def test_user_rule_may_match_a_tracebacks_final_exception_type() -> None:
 
 
 def test_exception_rule_with_pattern_needs_both() -> None:
-    from swarmd.classify import build_rules
     from swarmd.config import RuleSpec
+    from swarmd.user_rules import build_rules
 
     spec = RuleSpec(name="oom-big", pattern="Tried to allocate [0-9.]+ GiB", verdict="give_up_fatal", exception="OutOfMemoryError")
     clf = Classifier(build_rules([spec]))

@@ -9,16 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarmd.classify import (
-    OOM_KINDS,
-    Classifier,
-    Rule,
-    build_rules,
-    default_rules,
-    file_verdict,
-)
+from swarmd.classify import Classifier, file_verdict
 from swarmd.config import RuleSpec
 from swarmd.domain import Signal, Verdict
+from swarmd.rules import OOM_KINDS, Rule, default_rules
+from swarmd.user_rules import build_rules
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "failures"
 HEADERS = ("# source:", "# class:", "# expect:")
