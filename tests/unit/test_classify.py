@@ -13,6 +13,7 @@ from swarmd.classify import (
     OOM_KINDS,
     Classifier,
     Rule,
+    _trie_pattern,
     build_rules,
     default_rules,
     file_verdict,
@@ -613,3 +614,15 @@ def test_trainer_own_dht_recovery_lines_are_noted_not_acted_on(line: str, kind: 
     sig = Classifier().classify(line)
     assert sig is not None
     assert (sig.kind, sig.verdict) == (kind, Verdict.TRANSIENT_IGNORE)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.text(alphabet="ab] [/", min_size=1, max_size=4), min_size=1, max_size=8),
+    st.text(alphabet="ab] [/x", max_size=20),
+)
+def test_trie_gate_matches_exactly_where_some_word_occurs(words: list[str], line: str) -> None:
+    """The prefix-trie gate is the plain alternation, only faster: same yes/no on any line."""
+    trie = re.compile(_trie_pattern(words))
+    assert (trie.search(line) is not None) == any(w in line for w in words)
+
