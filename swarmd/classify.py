@@ -550,6 +550,14 @@ class Classifier:
         if "\x00" in line:
             line = line.replace("\x00", "")
         if "\r" not in line and "\n" not in line:
+            gate = self._gate_rx
+            if (
+                gate is not None
+                and not self._always
+                and len(line) <= _MAX_LINE
+                and gate.search(line.lower()) is None
+            ):
+                return None  # the hot path: a boring line, turned away without a call
             return self._classify_one(line)
         parts = [p for p in _FRAME_SPLIT.split(line) if p]
         if len(parts) > _MAX_FRAMES:
