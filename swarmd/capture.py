@@ -139,7 +139,7 @@ class PipeCapture(threading.Thread):
         # the newline, and must still be seen live.
         self._partial_after = partial_after
         self._last_data_at = 0.0
-        # A busy pipe (the previous read was under `_BUSY_GAP` ago) is read in
+        # A busy pipe (data within `_BUSY_GAP` of the previous read) is read in
         # batches: wait `coalesce` before the next read, so a trainer printing 10k
         # lines/s one write at a time costs ~50 wake-ups/s instead of 10k (each is a
         # poll + read + log write round, ~0.2 ms of CPU). A quiet pipe, the normal
@@ -188,10 +188,13 @@ class PipeCapture(threading.Thread):
                     self._hand_partial()
                 if self._coalesce and 0 < self._last_read < READ_CHUNK // 2:
                     now = self._clock.monotonic()
-                    busy = now - self._last_read_at < _BUSY_GAP
-                    self._last_read_at = now
-                    if busy:
+                    if now - self._last_read_at < _BUSY_GAP:
                         self._stop_flag.wait(self._coalesce)
+                        # Counted from the wait's end: data already there when it
+                        # ends keeps the pipe busy, so a steady writer is read once
+                        # per wait, not alternately after a wait and at once.
+                        now = self._clock.monotonic()
+                    self._last_read_at = now
             # Asked to stop: take what is already there, but do not wait for EOF
             # (a grandchild may hold the pipe for ever). Bounded: a spewing
             # grandchild cannot keep us here.
