@@ -17,13 +17,20 @@ fi
 # installed offline-capable from the npm registry into tools/node_modules (gitignored).
 bash scripts/chain-tools.sh
 stamp=.venv/.swarmd-installed
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/setup.sh scripts/genrl_hivemind_shim.py | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
-echo "setup: installing swarmd[trainer,dev] into .venv (first run takes a few minutes)" >&2
+echo "setup: installing swarmd[trainer,upstream,dev] into .venv (first run takes a few minutes)" >&2
 .venv/bin/python -m pip install -q --upgrade pip
 # torch first and pinned: the CPU build that lies on disk, never an unpinned CUDA build.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[trainer,dev]"
+.venv/bin/python -m pip install -q -e ".[trainer,upstream,dev]"
+# gensyn-genrl 0.3.0 imports names that PyPI's hivemind no longer re-exports: a .pth in
+# site-packages installs an import hook that adds them when hivemind loads (README,
+# "Upstream nodes"); it imports nothing heavy at interpreter start.
+site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+cp scripts/genrl_hivemind_shim.py "$site/genrl_hivemind_shim.py"
+echo "import genrl_hivemind_shim" > "$site/genrl_hivemind_shim.pth"
+.venv/bin/python -m pip check
 echo "$want" > "$stamp"

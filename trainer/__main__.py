@@ -94,6 +94,9 @@ def _run(cfg: config_mod.NodeConfig, ident: Identity, flags: Flags, config_path:
          overrides: tuple[str, ...]) -> int:
     from trainer.coordinator import Coordinator, DhtCoordinator
     from trainer.dht import DhtExchange, SwarmDht, read_peers_file, write_peers_file
+    from trainer.exchange import RolloutExchange
+    from trainer.genrl_compat import COMPAT as GENRL_03
+    from trainer.genrl_compat import GenrlExchange, GenrlRoundClock
     from trainer.node import LoopSettings, Node
 
     chain = None
@@ -132,16 +135,27 @@ def _run(cfg: config_mod.NodeConfig, ident: Identity, flags: Flags, config_path:
             return 0
         learner, tasks = _build_learner(cfg, flags)
         print(f"Using Model: {cfg.model}", flush=True)
-        exchange = DhtExchange(dht, lambda: dht.peer_id, namespace=cfg.namespace, ttl=cfg.rollout_ttl,
-                               max_bytes=cfg.max_record_bytes, expected_peers=dht.visible_peers,
-                               seed=cfg.seed)
         clock = SystemClock()
+        exchange: RolloutExchange
         coordinator: Coordinator
+        if cfg.compat == GENRL_03:
+            print("Sharing rounds with genrl 0.3 nodes (unsigned records under bare round keys)", flush=True)
+            exchange = GenrlExchange(dht, lambda: dht.peer_id, tasks, ttl=cfg.rollout_ttl,
+                                     max_bytes=cfg.max_record_bytes, expected_peers=dht.visible_peers,
+                                     seed=cfg.seed)
+        else:
+            exchange = DhtExchange(dht, lambda: dht.peer_id, namespace=cfg.namespace, ttl=cfg.rollout_ttl,
+                                   max_bytes=cfg.max_record_bytes, expected_peers=dht.visible_peers,
+                                   seed=cfg.seed)
         if chain is not None:
+            # With a chain, its round is also genrl's round key (rl-swarm sets genrl's
+            # counter from it), so the compat lane needs no clock of its own.
             chain.publish_bootnodes(dht.visible_maddrs())
             coordinator = chain.start()
             print(f"Connected to the coordinator contract {chain.client.address} "
                   f"(chain {cfg.chain_id}) as {chain.address}", flush=True)
+        elif cfg.compat == GENRL_03:
+            coordinator = GenrlRoundClock(dht, lambda: dht.peer_id)
         else:
             coordinator = DhtCoordinator(dht, ident.peer_id, namespace=cfg.namespace,
                                          round_seconds=cfg.round_seconds, stages=cfg.stages, wall=clock.wall)

@@ -30,6 +30,7 @@ from swarmd.toml_reader import Context, Table, decode_toml, read_config_text
 
 DEVICES = ("cpu", "cuda", "mps", "auto")
 DTYPES = ("fp32", "bf16", "fp16")
+COMPAT_LANES = ("", "genrl-0.3")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +76,9 @@ class NodeConfig:
     max_record_bytes: int = 256 * 1024
     gather_timeout: float = 10.0
     local_swarm_peers: int = 0  # extra helper peers this process spawns (local demo)
+    # "" (our own signed format) or "genrl-0.3": share rounds with unmodified gensyn-genrl
+    # 0.3.0 nodes in their format (trainer.genrl_compat): unsigned, bare round keys.
+    compat: str = ""
     # chain (empty chain_rpc_url: the off-chain DHT clock)
     chain_rpc_url: str = ""
     chain_contract: str = ""
@@ -190,6 +194,8 @@ def _validate(cfg: NodeConfig, source: str) -> None:
                 raise bad(key, f"{addr!r} is not a multiaddr", f'{key} = ["/ip4/1.2.3.4/tcp/31337/p2p/Qm..."]')
     if not cfg.namespace or ":" in cfg.namespace:
         raise bad("namespace", "must be non-empty and contain no ':'", 'namespace = "my-swarm"')
+    if cfg.compat not in COMPAT_LANES:
+        raise bad("compat", f"unknown compatibility lane {cfg.compat!r}", 'compat = "genrl-0.3" (or remove the key)')
     if not cfg.families:
         raise bad("families", "needs at least one task family", 'families = ["local_arith"]')
     if cfg.chain_rpc_url:

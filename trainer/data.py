@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +37,8 @@ LOCAL_ARITH = "local_arith"
 GSM8K = "gsm8k"
 INDEX_SPACE = 1_000_000  # virtual size of generated families: indexes are 0..INDEX_SPACE-1
 MAX_SEED = 2**32
+_FIND_TRIES = 5000  # local_arith indexes searched for a question (100 distinct ones)
+_LOCAL_ARITH_Q = re.compile(r"\d\+\d=\?")
 _DATASET_CACHE = 16  # reasoning-gym datasets kept per source (one per peer seed seen)
 
 
@@ -96,6 +99,8 @@ class TaskSource:
             elif family != LOCAL_ARITH and not _known_reasoning_gym(family):
                 raise ValueError(f"unknown task family {family!r}")
         self._datasets: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self._found: dict[str, TaskRef | None] = {}
+        self._gsm8k_rows: dict[str, int] = {}
 
     def sample(self, round: int, n: int, salt: str = "") -> list[Task]:
         """n tasks for `round`; `salt` (the peer id) gives each peer different ones."""
@@ -123,6 +128,26 @@ class TaskSource:
         if ref.family == LOCAL_ARITH:
             return local_arith_task(ref.seed, ref.index)
         return self._reasoning_gym_task(ref)
+
+    def find_question(self, question: str) -> TaskRef | None:
+        """A ref of ours whose task asks exactly `question`, or None (a peer that sends
+        the question text, as genrl does, gets it scored against OUR answer). Bounded:
+        local_arith searches at most `_FIND_TRIES` indexes of our seed; gsm8k looks the
+        row up; reasoning-gym questions are not searchable and give None."""
+        if question in self._found:
+            return self._found[question]
+        ref = None
+        if LOCAL_ARITH in self.families and _LOCAL_ARITH_Q.fullmatch(question):
+            ref = next((t.ref for i in range(_FIND_TRIES)
+                        if (t := local_arith_task(self.seed, i)).question == question), None)
+        elif GSM8K in self.families:
+            if not self._gsm8k_rows:
+                self._gsm8k_rows = {q: i for i, (q, _) in reversed(list(enumerate(self._gsm8k)))}
+            row = self._gsm8k_rows.get(question)
+            ref = None if row is None else TaskRef(GSM8K, self.seed, row)
+        if len(self._found) < 4096:
+            self._found[question] = ref
+        return ref
 
     def _reasoning_gym_task(self, ref: TaskRef) -> Task | None:
         try:

@@ -29,8 +29,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import random
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,28 +46,13 @@ from tenacity import (
 )
 
 from swarmd.p2pd import end_processes, is_p2pd, listen_sockets, remove_stale_sockets
-from trainer.exchange import (
-    DEFAULT_MAX_BYTES,
-    Board,
-    decode_batch,
-    encode_batch,
-    owner_subkey,
-    pick_external,
-    rollout_key,
-    signer_peer_id,
-)
+from trainer.exchange import BoardExchange, owner_subkey, say, signer_peer_id
+from trainer.genrl_compat import is_bare_round_key
 from trainer.identity import load_or_create, load_private_key
-from trainer.rollout import Rollout, RolloutRejected
 
 log = structlog.get_logger(__name__)
 
 REQUEST_TIMEOUT = 10.0  # every call into the DHT process waits at most this long
-GATHER_POLL = 0.5
-
-
-def say(msg: str) -> None:
-    """A plain stdout line for swarmd's classifier (the logging setup may differ)."""
-    print(f"INFO:trainer.dht:{msg}", file=sys.stdout, flush=True)  # noqa: T201
 
 
 async def _count_peers(_dht: Any, node: Any) -> int:
@@ -206,6 +189,11 @@ class SwarmDht:
         sign only for ourselves)."""
         if not self.alive:
             return False
+        if is_bare_round_key(key):
+            # genrl 0.3 reads these keys without a validator: a signed value there makes
+            # its DHT.get hang forever (trainer.genrl_compat). Plain records go via put_plain.
+            log.warning("dht_store_refused", key=key, reason="never sign under a bare numeric key")
+            return False
         if subkey != self._own_id:
             log.warning("dht_store_refused", key=key, reason="subkey is not our peer id")
             return False
@@ -242,6 +230,38 @@ class SwarmDht:
                 out[signer] = raw
         return out
 
+    # ---- PlainBoard (the genrl-0.3 lane: unsigned records, plain peer-id subkeys) ----
+
+    def put_plain(self, key: str, subkey: str, value: bytes, ttl: float) -> bool:
+        """Store unsigned under `subkey` (our plain peer id). The validator signs only a
+        record whose key or subkey holds our owner marker, so this one stays unsigned."""
+        if not self.alive or subkey != self._own_id or "[owner:" in key:
+            return False
+        from hivemind.utils import get_dht_time
+
+        fut = self._dht.store(key, value, get_dht_time() + ttl, subkey=subkey, return_future=True)
+        try:
+            return bool(fut.result(timeout=REQUEST_TIMEOUT))
+        except Exception as exc:  # noqa: BLE001 - store failures are reported, not fatal
+            log.warning("dht_store_failed", key=key, error=type(exc).__name__)
+            return False
+
+    def get_plain(self, key: str, timeout: float) -> dict[str, bytes]:
+        """{plain subkey: value}; owner-marked (signed) subkeys are not genrl's and are left out."""
+        if not self.alive:
+            return {}
+        fut = self._dht.get(key, latest=True, return_future=True)
+        try:
+            found = fut.result(timeout=max(0.1, min(REQUEST_TIMEOUT, timeout)))
+        except Exception as exc:  # noqa: BLE001 - a failed read is an empty read (W14)
+            log.warning("dht_get_failed", key=key, error=type(exc).__name__)
+            return {}
+        value = getattr(found, "value", None)
+        if not isinstance(value, dict):
+            return {}
+        return {sub: raw for sub, item in value.items()
+                if isinstance(sub, str) and signer_peer_id(sub) is None and isinstance(raw := getattr(item, "value", None), bytes)}
+
     def _report_unsigned(self, key: str, subkey: object) -> None:
         """One line per bad subkey, not one per gather poll. The subkey is named by a
         digest: its text is the sender's, and words such as "P2PDaemonError" on our
@@ -256,67 +276,9 @@ class SwarmDht:
             say(f"dropped unsigned record under {key} (subkey {label}): no owner key")
 
 
-class DhtExchange:
-    """`RolloutExchange` over a `Board` (the DHT): one record per peer per round/stage.
-
-    A board subkey is the record's signer (see `SwarmDht.get`), so `decode_batch`'s
-    rule "payload peer == subkey" is "payload peer == signer": a peer that signs a
-    record claiming another peer's rollouts loses that record."""
-
-    def __init__(self, board: Board, peer_id: Callable[[], str], *, namespace: str,
-                 ttl: float = 600.0, max_bytes: int = DEFAULT_MAX_BYTES,
-                 expected_peers: Callable[[], int] = lambda: 0,
-                 sleep: Callable[[float], None] = time.sleep,
-                 monotonic: Callable[[], float] = time.monotonic, seed: int = 0) -> None:
-        self.board = board
-        self.peer_id = peer_id  # a callable: the id is known only once the DHT runs
-        self.namespace = namespace
-        self.ttl = ttl
-        self.max_bytes = max_bytes
-        self.expected_peers = expected_peers
-        self.sleep = sleep
-        self.monotonic = monotonic
-        self._rng = random.Random(seed)
-        self.dropped = 0
-
-    def publish(self, round: int, stage: int, rollouts: Sequence[Rollout]) -> None:
-        me = self.peer_id()
-        raw, kept = encode_batch(me, round, stage, rollouts, self.max_bytes)
-        if kept < len(rollouts):
-            log.warning("rollouts_truncated", kept=kept, total=len(rollouts), cap=self.max_bytes)
-        if not self.board.put(rollout_key(self.namespace, round, stage), me, raw, self.ttl):
-            log.warning("rollouts_publish_failed", round=round, stage=stage)
-
-    def gather(self, round: int, stage: int, limit: int, timeout: float) -> list[Rollout]:
-        """Poll (with sleeps, W14) until `limit` rollouts, every visible peer heard from,
-        or `timeout`; "only my own record" is a valid, empty result."""
-        key = rollout_key(self.namespace, round, stage)
-        me = self.peer_id()
-        deadline = self.monotonic() + timeout
-        good: dict[str, list[Rollout]] = {}
-        bad: set[str] = set()
-        while True:
-            left = deadline - self.monotonic()
-            for subkey, raw in self.board.get(key, max(0.1, min(REQUEST_TIMEOUT, left))).items():
-                if subkey == me or subkey in good or subkey in bad:
-                    continue
-                try:
-                    good[subkey] = decode_batch(subkey, raw, round, stage, self.max_bytes)
-                except RolloutRejected as exc:
-                    bad.add(subkey)
-                    self.dropped += 1
-                    say(f"dropped rollouts from peer {subkey[:16]}: {exc}")
-            have = sum(len(v) for v in good.values())
-            if limit == 0 or have >= limit:
-                break
-            expected = self.expected_peers()
-            if len(good) + len(bad) >= expected:
-                break  # every connected peer heard from (or nobody to wait for)
-            left = deadline - self.monotonic()
-            if left <= 0:
-                break
-            self.sleep(min(GATHER_POLL, left))
-        return pick_external(good, limit, self._rng)
+# The rollout exchange over this DHT is `trainer.exchange.BoardExchange` (one
+# implementation, shared with the in-memory LocalExchange); the old name stays.
+DhtExchange = BoardExchange
 
 
 # ---- helpers ------------------------------------------------------------------------

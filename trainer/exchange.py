@@ -1,7 +1,8 @@
 """How peers swap rollouts, without knowing hivemind.
 
-`RolloutExchange` is what the round loop calls; `DhtExchange` (trainer.dht) and
-`LocalExchange` (here, in-memory) implement it. `Board` is the smaller seam under the
+`RolloutExchange` is what the round loop calls; `BoardExchange` (here) is its one
+implementation, over the hivemind DHT (`trainer.dht.DhtExchange`) or in memory
+(`LocalExchange`); `trainer.genrl_compat.GenrlExchange` speaks genrl 0.3's format. `Board` is the smaller seam under the
 DHT implementation and the DHT coordinator: a key -> {subkey: bytes} store with expiry,
 which hivemind provides for real and `LocalBoard` provides in tests, so the key schema,
 validation and round clock are tested in milliseconds without p2pd.
@@ -28,9 +29,12 @@ import functools
 import json
 import random
 import re
+import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+import structlog
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -39,6 +43,15 @@ from trainer.identity import peer_id_from_public
 from trainer.rollout import Rollout, RolloutRejected, rollout_from_wire, rollout_to_wire
 
 DEFAULT_MAX_BYTES = 256 * 1024
+REQUEST_TIMEOUT = 10.0  # longest single board read
+GATHER_POLL = 0.5
+
+log = structlog.get_logger(__name__)
+
+
+def say(msg: str) -> None:
+    """A plain stdout line for swarmd's classifier (the logging setup may differ)."""
+    print(f"INFO:trainer.dht:{msg}", file=sys.stdout, flush=True)  # noqa: T201
 
 
 class RolloutExchange(Protocol):
@@ -168,34 +181,110 @@ class LocalBoard:
         now = self._wall()
         return {k: v for k, (v, exp) in self._data.get(key, {}).items() if exp > now}
 
+    # One store in tests: plain (genrl-0.3) records are kept like any other.
+    put_plain = put
+    get_plain = get
 
-class LocalExchange:
-    """In-process exchange: several nodes in one test (or one demo node) share `board`."""
 
-    def __init__(self, peer_id: str, board: LocalBoard, *, namespace: str = "local",
-                 ttl: float = 600.0, max_bytes: int = DEFAULT_MAX_BYTES, seed: int = 0) -> None:
-        self.peer_id = peer_id
+class BoardExchange:
+    """`RolloutExchange` over a `Board`: one record per peer per round/stage. The one
+    implementation: on the DHT (`trainer.dht.DhtExchange` is this class) and in memory
+    (`LocalExchange`).
+
+    A board subkey is the record's signer (see `SwarmDht.get`), so `decode_batch`'s
+    rule "payload peer == subkey" is "payload peer == signer": a peer that signs a
+    record claiming another peer's rollouts loses that record."""
+
+    def __init__(self, board: Board, peer_id: Callable[[], str], *, namespace: str,
+                 ttl: float = 600.0, max_bytes: int = DEFAULT_MAX_BYTES,
+                 expected_peers: Callable[[], int] = lambda: 0,
+                 sleep: Callable[[float], None] = time.sleep,
+                 monotonic: Callable[[], float] = time.monotonic, seed: int = 0) -> None:
         self.board = board
+        self.peer_id = peer_id  # a callable: on the DHT the id is known only once it runs
         self.namespace = namespace
         self.ttl = ttl
         self.max_bytes = max_bytes
+        self.expected_peers = expected_peers
+        self.sleep = sleep
+        self.monotonic = monotonic
         self._rng = random.Random(seed)
+        self.dropped = 0
+
+    # The record format: keys, encoding, validation and which board calls store and
+    # load. Overridden by trainer.genrl_compat.GenrlExchange (genrl 0.3's format); the
+    # polling, peer accounting and fair pick below are shared.
+
+    def key(self, round: int, stage: int) -> str | None:
+        """The board key of (round, stage); None when this format has no record for it."""
+        return rollout_key(self.namespace, round, stage)
+
+    def encode(self, me: str, round: int, stage: int, rollouts: Sequence[Rollout]) -> tuple[bytes, int]:
+        """(record, rollouts kept within max_bytes)."""
+        return encode_batch(me, round, stage, rollouts, self.max_bytes)
+
+    def decode(self, subkey: str, raw: bytes, round: int, stage: int) -> list[Rollout]:
+        """A peer's record as rollouts; raises RolloutRejected."""
+        return decode_batch(subkey, raw, round, stage, self.max_bytes)
+
+    def store(self, key: str, me: str, raw: bytes) -> bool:
+        return self.board.put(key, me, raw, self.ttl)
+
+    def load(self, key: str, timeout: float) -> dict[str, bytes]:
+        return self.board.get(key, timeout)
 
     def publish(self, round: int, stage: int, rollouts: Sequence[Rollout]) -> None:
-        raw, _ = encode_batch(self.peer_id, round, stage, rollouts, self.max_bytes)
-        self.board.put(rollout_key(self.namespace, round, stage), self.peer_id, raw, self.ttl)
+        key = self.key(round, stage)
+        if key is None or not rollouts:
+            return
+        me = self.peer_id()
+        raw, kept = self.encode(me, round, stage, rollouts)
+        if kept < len(rollouts):
+            log.warning("rollouts_truncated", kept=kept, total=len(rollouts), cap=self.max_bytes)
+        if kept and not self.store(key, me, raw):
+            log.warning("rollouts_publish_failed", round=round, stage=stage)
 
     def gather(self, round: int, stage: int, limit: int, timeout: float) -> list[Rollout]:
-        records = self.board.get(rollout_key(self.namespace, round, stage), timeout)
-        by_peer = {}
-        for subkey, raw in records.items():
-            if subkey == self.peer_id:
-                continue
-            try:
-                by_peer[subkey] = decode_batch(subkey, raw, round, stage, self.max_bytes)
-            except RolloutRejected:
-                continue
-        return pick_external(by_peer, limit, self._rng)
+        """Poll (with sleeps, W14) until `limit` rollouts, every visible peer heard from,
+        or `timeout`; "only my own record" is a valid, empty result."""
+        key = self.key(round, stage)
+        if key is None:
+            return []
+        me = self.peer_id()
+        deadline = self.monotonic() + timeout
+        good: dict[str, list[Rollout]] = {}
+        bad: set[str] = set()
+        while True:
+            left = deadline - self.monotonic()
+            for subkey, raw in self.load(key, max(0.1, min(REQUEST_TIMEOUT, left))).items():
+                if subkey == me or subkey in good or subkey in bad:
+                    continue
+                try:
+                    good[subkey] = self.decode(subkey, raw, round, stage)
+                except RolloutRejected as exc:
+                    bad.add(subkey)
+                    self.dropped += 1
+                    say(f"dropped rollouts from peer {subkey[:16]}: {exc}")
+            have = sum(len(v) for v in good.values())
+            if limit == 0 or have >= limit:
+                break
+            expected = self.expected_peers()
+            if len(good) + len(bad) >= expected:
+                break  # every connected peer heard from (or nobody to wait for)
+            left = deadline - self.monotonic()
+            if left <= 0:
+                break
+            self.sleep(min(GATHER_POLL, left))
+        return pick_external(good, limit, self._rng)
+
+
+class LocalExchange(BoardExchange):
+    """In-process exchange: several nodes in one test (or one demo node) share `board`;
+    a single read per gather (no peers to wait for)."""
+
+    def __init__(self, peer_id: str, board: LocalBoard, *, namespace: str = "local",
+                 ttl: float = 600.0, max_bytes: int = DEFAULT_MAX_BYTES, seed: int = 0) -> None:
+        super().__init__(board, lambda: peer_id, namespace=namespace, ttl=ttl, max_bytes=max_bytes, seed=seed)
 
 
 class LocalLink:
