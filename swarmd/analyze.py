@@ -88,7 +88,7 @@ class LogAnalyzer:
             sig = self._clf.classify(line)
             if sig is not None:
                 return self._line_signal(sig, t, ())
-            if line[:1].isalpha() and ("Error" in line or "Exception" in line):
+            if ("Error" in line or "Exception" in line) and line[:1].isalpha():
                 return self._lone_exception(line)
             return _NONE
         was_open = self._asm.in_block

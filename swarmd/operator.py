@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from swarmd.domain import Signal, Verdict
 
-__all__ = ["OPERATOR_KINDS", "OperatorWatch"]
+__all__ = ["OPERATOR_KINDS", "OperatorWatch", "escalation"]
 
 OPERATOR_KINDS = frozenset({"operator_wait", "prompt"})
 
@@ -35,6 +35,29 @@ _FIX_PROMPT = (
     "the node asks a question nobody answers: put the answers in [trainer] stdin_lines in "
     "monitor.toml (one per prompt, in order)"
 )
+
+
+def _shows_no_browser(sig: Signal) -> bool:
+    return sig.rule in _NO_BROWSER_RULES or "display" in sig.line.lower()
+
+
+def escalation(last: Signal, display: bool = False) -> Signal:
+    """The `operator_needed` signal for a wait whose last word was `last`, with what to
+    do (`display`: some line of the episode said there is no browser or $DISPLAY). The
+    policy uses it alone when a wait goes silent, e.g. a question left unanswered."""
+    if last.kind == "prompt":
+        fix = _FIX_PROMPT
+    elif display or _shows_no_browser(last):
+        fix = _FIX_DISPLAY
+    else:
+        fix = _FIX_LOGIN
+    return replace(
+        last,
+        verdict=Verdict.OPERATOR_NEEDED,
+        kind="operator_needed",
+        rule=f"operator_loop:{last.rule}",
+        fix=fix,
+    )
 
 
 class OperatorWatch:
@@ -64,7 +87,7 @@ class OperatorWatch:
             self._first = t
         self._count += 1
         self._last = sig
-        if sig.rule in _NO_BROWSER_RULES or "display" in sig.line.lower():
+        if _shows_no_browser(sig):
             self._display = True
         if self._reported:
             return None
@@ -87,16 +110,4 @@ class OperatorWatch:
         if last is None:
             return None
         self._reported = True
-        if last.kind == "prompt":
-            fix = _FIX_PROMPT
-        elif self._display:
-            fix = _FIX_DISPLAY
-        else:
-            fix = _FIX_LOGIN
-        return replace(
-            last,
-            verdict=Verdict.OPERATOR_NEEDED,
-            kind="operator_needed",
-            rule=f"operator_loop:{last.rule}",
-            fix=fix,
-        )
+        return escalation(last, self._display)

@@ -16,7 +16,7 @@ from swarmd.backoff import Backoff
 from swarmd.config import HealthConfig, TrainerConfig
 from swarmd.domain import NO_DECISION, Action, Decision, Health, Signal, Verdict
 from swarmd.exit_context import ExitFacts, judge_exit
-from swarmd.operator import OPERATOR_KINDS
+from swarmd.operator import OPERATOR_KINDS, escalation
 from swarmd.rules import NOT_PROGRESS_KINDS
 
 _RECENT_STEPS = 32
@@ -188,7 +188,7 @@ class Policy:
         if silent > self.stall_threshold() and now - self._started_at > self._health.startup_grace:
             if self._waiting is not None:
                 # Silent since it asked for a person: that is the wait, not a hang.
-                return self._wait_operator(self._waiting)
+                return self._wait_operator(escalation(self._waiting))
             return self.restart(
                 Action.RESTART, "stall", f"no progress and no heartbeat change for {silent:.0f}s", now
             )

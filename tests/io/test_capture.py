@@ -140,6 +140,29 @@ def test_partial_line_is_kept_until_its_newline() -> None:
     assert s.feed(b"\n") == [b"hello"]
 
 
+def test_partial_taken_early_is_not_repeated_when_its_line_ends() -> None:
+    """A prompt handed out before its newline: its end yields only the new bytes."""
+    s = LineSplitter()
+    assert s.feed(b"ok\nPush? [y/N] ") == [b"ok"]
+    assert s.take_partial() == b"Push? [y/N] "
+    assert not s.pending()
+    assert s.take_partial() == b""
+    assert s.feed(b"\n") == []
+    assert s.feed(b"next\n") == [b"next"]
+
+
+def test_partial_taken_early_then_more_text_yields_only_the_rest() -> None:
+    s = LineSplitter()
+    assert s.feed(b"Name: ") == []
+    assert s.take_partial() == b"Name: "
+    assert s.feed(b"bob") == []
+    assert s.pending()
+    assert s.feed(b"\r\n") == [b"bob"]
+    assert s.feed(b"Pass: ") == []
+    assert s.take_partial() == b"Pass: "
+    assert s.flush() == b""
+
+
 def test_line_without_newline_is_cut_at_max_line() -> None:
     """A child that never prints a newline cannot grow the buffer past `max_line`."""
     s = LineSplitter(max_line=4)
@@ -504,3 +527,40 @@ def test_grandchild_fake_holding_pipe_does_not_block_stop(
     assert (tmp_path / "t.log").read_bytes() == b"".join(
         line.encode() + b"\n" for line in sink.snapshot()
     )
+
+
+def test_prompt_without_newline_reaches_on_line_while_child_waits_on_stdin(
+    tmp_path: Path, children: list[subprocess.Popen[bytes]], closers: list[Callable[[], None]]
+) -> None:
+    """`input()` prints its question with no newline and blocks on stdin: the question
+    is handed on after a short quiet spell, the log holds its exact bytes, and the
+    answer's newline later adds no second copy of it. (bash `read -p` prints nothing
+    when stdin is not a terminal, so Python's `input` stands in for it.)"""
+    prompt = "Would you like to push models you train in the RL swarm to the Hugging Face Hub? [y/N] "
+    code = f"print('starting', flush=True); ans = input({prompt!r}); print('got', ans)"
+    p = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    children.append(p)
+    path = tmp_path / "trainer.log"
+    log = make_log(closers, path, max_bytes=1 << 20, keep=2)
+    sink = Lines()
+    cap = capture(closers, fd_of(p), log, sink)
+    wait_until(lambda: "starting" in sink.snapshot(), timeout=10)
+    t0 = time.monotonic()
+    wait_until(lambda: prompt in sink.snapshot(), timeout=10)
+    assert time.monotonic() - t0 < 2.0  # handed on after ~0.5 s of quiet
+    log.flush()
+    wait_until(lambda: log_bytes(path) == f"starting\n{prompt}".encode(), timeout=10)
+    assert p.stdin is not None
+    p.stdin.write(b"n\n")
+    p.stdin.close()
+    p.wait(timeout=10)
+    assert cap.eof.wait(10)
+    assert sink.snapshot() == ["starting", prompt, "got n"]
+    log.flush()
+    assert log_bytes(path) == f"starting\n{prompt}got n\n".encode()

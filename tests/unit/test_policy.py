@@ -229,6 +229,19 @@ def test_operator_wait_loop_waits_for_the_operator_instead_of_restarting() -> No
     assert not p.operator_needed
 
 
+def test_unanswered_prompt_then_silence_waits_for_the_operator_with_the_fix() -> None:
+    """A question followed by silence is the node waiting for an answer: no stall
+    restart, and the alert says where the answers go."""
+    p = _policy()
+    prompt = Signal("prompt", Verdict.HEALTHY_IDLE, "Push models to the Hub? [y/N]", rule="prompt_unanswered")
+    assert p.on_signal(prompt, 70.0).action is Action.NONE
+    d = p.on_tick(700.0, Health())
+    assert (d.action, d.reason) == (Action.WAIT_OPERATOR, "operator_needed")
+    assert "[y/N]" in d.evidence
+    assert "stdin_lines" in d.evidence
+    assert p.on_tick(2000.0, Health()).action is Action.NONE
+
+
 def test_operator_needed_signal_waits_once() -> None:
     p = _policy()
     s = Signal("operator_needed", Verdict.OPERATOR_NEEDED, "Waiting...", fix="log in")
