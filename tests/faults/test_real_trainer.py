@@ -399,9 +399,9 @@ def test_kill_9_of_p2pd_reconnects_in_place_without_a_restart(node: RealNode) ->
     size = len(tree(pid))
     peer_id = read_heartbeat(n.heartbeat).peer_id  # type: ignore[union-attr]
     time.sleep(2.5)  # health ticks (1 s) see the p2pd alive, so its absence later means it died
-    # Kill it while the node idles between rounds (>= 3 s with no DHT call): killed
-    # mid-round, hivemind's RPC error line may win the race and the decision is the
-    # same SIGUSR1, named dht_rpc_error; here the health probe is what must notice.
+    # Kill it while the node idles between rounds (>= 3 s with no round's DHT calls), so the
+    # health probe usually notices first; a background DHT call may still meet the dead
+    # daemon first and log hivemind's RPC error, which calls for the same SIGUSR1.
     mark = n.log_size()
     n.wait(lambda: any(float(x) >= 3.0 for x in IDLE.findall(n.log(mark))), 20, "the node idling between rounds")
     mark = n.log_size()
@@ -409,7 +409,10 @@ def test_kill_9_of_p2pd_reconnects_in_place_without_a_restart(node: RealNode) ->
     old.kill()
 
     decision = n.after(inject, lambda e: e.get("event") == "decision")
-    assert (decision["action"], decision["reason"]) == ("reconnect_dht", "p2pd_gone"), decision
+    # Either witness may come first (seen in CI: the node's own DHT call hit the dead
+    # daemon before the next health tick): the decision is the same in-place SIGUSR1.
+    assert decision["action"] == "reconnect_dht", decision
+    assert decision["reason"] in ("p2pd_gone", "dht_rpc_error"), decision
     healed = n.after(inject, lambda e: e.get("event") == "state_changed" and e.get("reason") == "reconnected", 45)
     assert healed["to"] == "running", healed
     new = n.wait(lambda: (p := p2pd_in(pid)) is not None and p.pid != old.pid and p, 10, "a new p2pd in the trainer's tree")
