@@ -20,7 +20,9 @@ REDACTED = "<redacted>"
 # Every rule below needs one of these (lower-cased) substrings; plain `in` checks on
 # the lower-cased text are ~10x cheaper than one case-insensitive regex scan.
 _GATES = ("hf_", "0x", "token", "secret", "passw", "key", "bearer", "://")
-_GATES_B = tuple(g.encode() for g in _GATES)
+# trainer.log's gate, on a whole read (~12 KB at 10k lines/s): one scan of the
+# lower-cased bytes for all the words is ~2x cheaper than a `in` check per word.
+_GATE_B = re.compile(b"|".join(re.escape(g.encode()) for g in _GATES))
 
 _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\bhf_[A-Za-z0-9]{16,}"), "hf_" + REDACTED),
@@ -57,8 +59,7 @@ def redact_text(text: str) -> str:
 
 def redact_bytes(data: bytes) -> bytes:
     """Byte-level variant for raw trainer output; non-UTF-8 bytes pass through unchanged."""
-    lower = data.lower()
-    if not any(g in lower for g in _GATES_B):
+    if _GATE_B.search(data.lower()) is None:
         return data
     text = data.decode("utf-8", errors="surrogateescape")
     return redact_text(text).encode("utf-8", errors="surrogateescape")
