@@ -101,7 +101,9 @@ def _quiet_pattern(gate: Sequence[str], also: Sequence[str]) -> re.Pattern[str] 
 class Classifier:
     """Applies an ordered rule list to one line at a time; holds no other state."""
 
-    __slots__ = ("_always", "_by_token", "_exception_rules", "_gate", "_gate_rx", "_quiet", "_rules")
+    __slots__ = (
+        "_always", "_by_token", "_by_word", "_exception_rules", "_gate", "_gate_rx", "_quiet", "_rules",
+    )
 
     def __init__(self, rules: Sequence[Rule] | None = None) -> None:
         given = tuple(default_rules() if rules is None else rules)
@@ -133,6 +135,9 @@ class Classifier:
         # position at most one branch gets past its first character): measured 0.5 us
         # vs 0.8 us for the flat alternation on a 60-character line.
         self._gate_rx = re.compile(_trie_pattern(gate)) if gate else None
+        # The tokens to check once a line got past the gate: those holding a gate word
+        # the line holds (every token holds one), a few `in` checks instead of ~100.
+        self._by_word = {g: tuple((tok, idx) for tok, idx in self._by_token if g in tok) for g in gate}
         self._quiet: dict[tuple[str, ...], re.Pattern[str] | Literal[False]] = {}
 
     @property
@@ -220,8 +225,16 @@ class Classifier:
             half = _MAX_LINE // 2
             line = f"{line[:half]} ... {line[-half:]}"
         lower = line.lower()
-        if self._gate_rx is not None and self._gate_rx.search(lower):
-            hits = [idx for tok, idx in self._by_token if tok in lower]
+        gate = self._gate_rx
+        if gate is not None and (found := gate.search(lower)) is not None:
+            # No gate word holds another, so at most one starts at any offset: searching
+            # again from the next offset finds every one, overlapping ones included.
+            words = set()
+            while found is not None:
+                words.add(found.group())
+                found = gate.search(lower, found.start() + 1)
+            by_word = self._by_word
+            hits = [idx for word in words for tok, idx in by_word[word] if tok in lower]
         else:
             if not self._always:
                 return None
