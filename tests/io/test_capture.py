@@ -20,7 +20,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarmd.capture import LineSplitter, PipeCapture, RotatingLog
+from swarmd.capture import (
+    BATCH,
+    READ_CHUNK,
+    LineSplitter,
+    PipeCapture,
+    RotatingLog,
+    batch_wait,
+)
 from swarmd.clock import SystemClock
 from swarmd.redact import redact_bytes
 from tests.conftest import wait_until
@@ -138,6 +145,15 @@ def test_crlf_split_across_chunks_is_one_break() -> None:
     assert s.feed(b"\n") == [b""]
 
 
+def test_a_newline_after_a_crlf_split_across_reads_is_a_line_of_its_own() -> None:
+    """`\\r`, then `\\n` (its pair), then `\\n` in three reads: two lines, the
+    second empty (the pair's flag is spent by the first `\\n`)."""
+    s = LineSplitter()
+    assert s.feed(b"a\r") == [b"a"]
+    assert s.feed(b"\n") == []
+    assert s.feed(b"\n") == [b""]
+
+
 def test_partial_line_is_kept_until_its_newline() -> None:
     """A line split over reads comes out once, whole."""
     s = LineSplitter()
@@ -217,6 +233,24 @@ def test_joined_lines_are_the_streams_lines_whatever_the_reads(data: list[bytes]
     want, rest = _reference_lines(stream, 8)
     assert got == want
     assert splitter.flush() == rest
+
+
+@pytest.mark.parametrize("lines_per_s", [100, 10_000, 20_000, 50_000, 200_000])
+def test_a_busy_pipe_waits_for_half_a_pipe_at_most_and_never_longer_than_its_bound(lines_per_s: int) -> None:
+    """The reader of a busy pipe waits to gather a batch: at 10k lines/s of 61 bytes
+    that is the full bound (~20 wake-ups/s), faster writers are read sooner, so what
+    comes during a wait stays within half a pipe and the writer never blocks."""
+    rate = lines_per_s * 61  # bytes/s
+    # What the last read got: a read of BATCH or more is followed by no wait at all.
+    span = min(0.05, BATCH / 2 / rate)
+    read = int(rate * span)
+    assert 0 < read < BATCH <= READ_CHUNK
+    wait = batch_wait(read, span, 0.05)
+    assert 0 < wait <= 0.05
+    assert rate * wait <= BATCH * 1.01
+    if lines_per_s <= 10_000:
+        assert wait == 0.05
+    assert batch_wait(0, span, 0.05) == 0.05
 
 
 # -- RotatingLog ------------------------------------------------------------------
