@@ -32,6 +32,9 @@ _log = structlog.get_logger("swarmd.capture")
 READ_CHUNK = 64 * 1024
 BATCH = READ_CHUNK // 2  # what a busy pipe's reader waits to gather (a Linux pipe holds 64 KiB)
 _BUSY_GAP = 0.002
+# The longest wait a pipe gets on its first busy read after a quiet spell: a one-off
+# burst (a logged traceback, a config dump) is not held up like a steady stream.
+_FIRST_WAIT = 0.02
 MAX_LINE = 64 * 1024
 
 
@@ -178,20 +181,23 @@ class PipeCapture(threading.Thread):
         # the newline, and must still be seen live.
         self._partial_after = partial_after
         self._last_data_at = 0.0
-        # A busy pipe (data within `_BUSY_GAP` of the previous read) is read in
+        # A busy pipe (see `_pace`) is read in
         # batches: before the next read, wait until about half a pipe has come at the
         # rate just seen, at most `coalesce` (`batch_wait`). A trainer printing 10k
         # lines/s one write at a time then costs ~20 wake-ups/s instead of 10k (each
         # wake-up finds the caches cold: measured, 50 ms instead of 20 saved ~0.8% of a
         # core at 10k lines/s), while a faster one is read sooner, so its pipe never
         # fills. A line in such a stream waits at most `coalesce`; a quiet pipe, the
-        # normal case for an error line, is read at once (sub-ms).
+        # normal case for an error line, is read at once (sub-ms), and the first wait
+        # after quiet is at most `_FIRST_WAIT`, so the line after a one-off burst
+        # waits no longer than it did with a fixed 20 ms.
         self._coalesce = coalesce
+        self._busy = 0  # busy reads in a row
         self._last_read = 0
         self._span = 0.0  # how long the last read's bytes took to come
         self._last_read_at = float("-inf")
         # Applied to whole lines on their way to the log (secret redaction); the
-        # lines handed to `on_line` are the child's own.
+        # lines handed to `on_lines` are the child's own.
         self._transform = transform
         self._fd = fd
         self._log = log
@@ -227,17 +233,9 @@ class PipeCapture(threading.Thread):
                     if not self._read_once():
                         at_eof = True
                         return
+                    self._pace()
                 elif self._raw or self._splitter.pending():
                     self._hand_partial()
-                if self._coalesce and 0 < self._last_read < BATCH:
-                    now = self._clock.monotonic()
-                    if now - self._last_read_at < _BUSY_GAP:
-                        self._stop_flag.wait(batch_wait(self._last_read, self._span, self._coalesce))
-                        # Counted from the wait's end: data already there when it
-                        # ends keeps the pipe busy, so a steady writer is read once
-                        # per wait, not alternately after a wait and at once.
-                        now = self._clock.monotonic()
-                    self._last_read_at = now
             # Asked to stop: take what is already there, but do not wait for EOF
             # (a grandchild may hold the pipe for ever). Bounded: a spewing
             # grandchild cannot keep us here.
@@ -270,6 +268,23 @@ class PipeCapture(threading.Thread):
         if count:
             self._deliver(joined, count, self._last_data_at)
         return True
+
+    def _pace(self) -> None:
+        """After each read: on a busy pipe (the data was there as soon as we looked,
+        within `_BUSY_GAP` of the last wait's end or of the last read's handling), wait
+        to gather a batch before the next read (see `batch_wait`). Counted from the
+        wait's end, so a steady writer is read once per wait, not alternately after a
+        wait and at once; a read of a batch or more is followed by none."""
+        gap = self._last_data_at - self._last_read_at
+        if gap < 0:
+            return  # a spurious wake-up: nothing was read
+        if gap >= _BUSY_GAP:
+            self._busy = 0
+        elif self._coalesce and self._last_read < BATCH:
+            most = self._coalesce if self._busy else min(self._coalesce, _FIRST_WAIT)
+            self._busy += 1
+            self._stop_flag.wait(batch_wait(self._last_read, self._span, most))
+        self._last_read_at = self._clock.monotonic()
 
     def _poll_timeout_ms(self) -> int:
         """The usual poll interval, or less when a partial line is due to be handed on."""
