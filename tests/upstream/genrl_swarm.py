@@ -7,6 +7,8 @@ a tiny random Qwen2 and its tokenizer saved to a local directory (trainer.model,
 download), a local jsonl dataset folder (genrl's `load_dataset(name)` loads a local
 directory), `BaseGameManager` + `HivemindBackend` + `DefaultRewardManager` (a real
 reward function) + `GRPOLanguageTrainerModule` + `SimpleTextDataManager`, no chain.
+`GenrlNode(game="codezero")` writes genrl's CodeZero game instead (CODEZERO_CONFIG), the
+one whose data manager trains on peers' rollouts (the mixed swarm's upstream side).
 
 The launcher's own traps, measured (../shared/reference/upstream-offline.md):
 - the master is the node whose `socket.getfqdn()` equals MASTER_ADDR, so the second
