@@ -52,9 +52,9 @@ log = logging.getLogger(__name__)
 FINISHED = re.compile(r"Finished training round: (\d+) stage: \d+ reward=\S+ external=(\d+)")
 HELLO = re.compile(r"Hello .*\[(\w+)\]!")
 # Anything genrl logs when a round goes wrong: its swarm and train-step fallbacks, a
-# record it could not decode, a traceback, an ERROR from it or hivemind.
-GENRL_TROUBLE = (SWARM_ERROR, "Error occurred during training", "Error occurred during evaluation",
-                 "SKIPPING", "Traceback", "Exception occurred", "[ERROR]", " ERROR ")
+# record it could not decode, a traceback, an ERROR or CRITICAL line from it or hivemind.
+GENRL_TROUBLE = re.compile("|".join([re.escape(SWARM_ERROR), "Error occurred during", "SKIPPING",
+                                     "Traceback", "Exception occurred", r"\bERROR\b", r"\bCRITICAL\b"]))
 PROMPTS = 2  # our tasks per round: trees we offer the genrl nodes each round
 TRANSPLANTS = PROMPTS + 2  # more than the trees on offer, so ours are always taken
 
@@ -197,7 +197,7 @@ def test_genrl_nodes_and_ours_train_on_each_others_rollouts(mixed: tuple[Path, l
     time.sleep(6)  # never stall: every genrl node advances again within a few rounds' time
     for g in genrls:
         assert len(g.rounds()) > seen[g.name], f"{g.name} stalled at round {g.rounds()[-1:]}"
-        trouble = [line for line in _text(g.log).splitlines() if any(t in line for t in GENRL_TROUBLE)]
+        trouble = [line for line in _text(g.log).splitlines() if GENRL_TROUBLE.search(line)]
         assert not trouble, f"{g.name}: {trouble[:3]}"
         calls = observe_launcher.read(g.observed)
         assert all(c["ok"] for c in calls), [c for c in calls if not c["ok"]][:1]
