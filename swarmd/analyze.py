@@ -19,7 +19,7 @@ from swarmd.domain import Signal, Verdict
 from swarmd.operator import OPERATOR_KINDS, OperatorWatch
 from swarmd.rules import is_progress
 from swarmd.taxonomy import cause_of, with_fix
-from swarmd.tracebacks import Traceback, TracebackAssembler, exception_type_of
+from swarmd.tracebacks import Traceback, TracebackAssembler, exception_type_of, unquote
 
 __all__ = ["FileJudgement", "LogAnalyzer", "block_signal", "judge_lines"]
 
@@ -88,8 +88,8 @@ class LogAnalyzer:
             sig = self._clf.classify(line)
             if sig is not None:
                 return self._line_signal(sig, t, ())
-            if ("Error" in line or "Exception" in line) and line[:1].isalpha():
-                return self._lone_exception(line)
+            if ("Error" in line or "Exception" in line) and line.lstrip("`")[:1].isalpha():
+                return self._lone_exception(unquote(line.strip()))
             return _NONE
         was_open = self._asm.in_block
         source_line = self._asm.in_block and line[:1].isspace()
