@@ -425,3 +425,17 @@ def test_same_error_under_the_work_loop_or_from_the_network_still_restarts(clf: 
     refused = building("ConnectionRefusedError: [Errno 111] Connection refused")
     assert judge_lines(refused, clf).deciding[0].kind == "network_error"
     assert judge_lines(building("RuntimeError: peer went away"), clf).verdict is V.RESTART
+
+
+def test_login_servers_failing_api_key_routes_need_the_operator(clf: Classifier) -> None:
+    judged = judge_lines([" GET /api/get-api-key-status?orgId=0f1e 500 in 41ms"], clf)
+    assert (judged.verdict, judged.deciding[0].kind) == (V.OPERATOR_NEEDED, "login_server_error")
+    assert judged.deciding[0].fix
+    assert judge_lines([" POST /api/submit-reward 500 in 2143ms"], clf).verdict is V.TRANSIENT_IGNORE
+
+
+def test_javascript_errors_in_the_shared_terminal_are_not_the_trainers_crash(clf: Classifier) -> None:
+    assert judge_lines(["TypeError: Cannot read properties of null (reading 'orgId')"], clf).verdict is None
+    assert judge_lines(["ReferenceError: window is not defined"], clf).verdict is None
+    python = judge_lines(["TypeError: 'NoneType' object is not subscriptable"], clf)
+    assert python.verdict is V.RESTART
