@@ -6,7 +6,12 @@ cause, whatever the exact wording. Each kind has one right answer:
   missing; the code or the config does not parse): every restart fails the same way,
   so give up at once and say what to fix;
 - the hardware cannot run this build or setting (no kernel image for the GPU, bf16 on
-  a GPU without it, an inference engine's KV cache that does not fit): the same;
+  a GPU without it, an inference engine's KV cache that does not fit), a dependency
+  refuses the operating system, or the Hub refuses the model to these credentials:
+  the same;
+- a program error (TypeError, ValueError, ...) raised while the node is being built,
+  on the way from its entry point into a constructor and through no round, step or
+  game: the next start builds the same node from the same arguments, so the same;
 - the network or a remote service failed (refused, reset, time-outs, 5xx, failed
   downloads): a restart after back-off is the cure;
 - memory ran out: restart (the policy and `oom_fallback_env` take it from there).
