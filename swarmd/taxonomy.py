@@ -130,11 +130,13 @@ _PROGRAM_ERRORS = frozenset({
 _FRAME_FUNC = re.compile(r'File "[^"]*", line \d+, in (\S+)')
 # Where a program starts: an entry frame, hydra instantiating the configured objects.
 _ENTRY_FUNCS = frozenset({"<module>", "main", "_run_module_as_main", "_run_code", "decorated_main", "_call_target"})
-# Frames of the work loop: an exception raised under one of these came from a round, a
-# step or a peer's data, which the next start need not meet again.
+# Frames of the work loop, or of the upkeep a running node does (re-joining, polling):
+# an exception raised under one of these came from a round, a step, a peer's data or
+# the network, which the next start need not meet again.
 _LOOP_FUNC = re.compile(
     r"(?:^|_)(?:train|training|step|steps|stage|stages|round|game|loop|epoch|fit|forward|backward|generate|rollout"
-    r"|infer|inference|evaluate|run_game|gather|serve|handle|rpc)(?:_|$)"
+    r"|infer|inference|evaluate|run_game|gather|serve|handle|rpc"
+    r"|reconnect|rejoin|recover|retry|restart|refresh|poll|wait|monitor|update)(?:_|$)"
 )
 
 

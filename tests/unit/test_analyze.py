@@ -422,6 +422,12 @@ def test_same_error_under_the_work_loop_or_from_the_network_still_restarts(clf: 
         "    self.trainer.train(self.state)",
     )
     assert judge_lines(in_loop, clf).verdict is V.RESTART
+    rejoining = building(
+        "ValueError: invalid multiaddr '/ip4/1.2.3.4/tcp/x'",
+        '  File "/v/trainer/node.py", line 290, in _maybe_reconnect',
+        "    self.dht = make_dht(self.settings)",
+    )
+    assert judge_lines(rejoining, clf).verdict is V.RESTART  # a running node re-building its DHT
     refused = building("ConnectionRefusedError: [Errno 111] Connection refused")
     assert judge_lines(refused, clf).deciding[0].kind == "network_error"
     assert judge_lines(building("RuntimeError: peer went away"), clf).verdict is V.RESTART
