@@ -63,6 +63,9 @@ _CAUGHT_LEVEL = re.compile(
 _GOES_ON = re.compile(
     r"(?i)\bretry(?:ing)?\b|\bwill (?:retry|recover)\b|\bcaught (?:an )?exception\b|\bcontinuing\b"
 )
+# Python's own report of an exception it did not let propagate: a finalizer or an
+# `atexit` handler raised (the unraisable hook). The program was not interrupted.
+_IGNORED = re.compile(r"\bException ignored (?:in|on|while|when|during)\b|^Error in atexit\._run_exitfuncs:")
 # A record of a library logger (hivemind/petals formats name `module.func:line`): a
 # library that logs a traceback has caught it; whether the node survives, the cause says.
 _LIBRARY_RECORD = re.compile(
@@ -78,7 +81,8 @@ class Traceback:
 
     `exc_type` is the dotted name as printed (`""` when the excerpt stops before the
     final exception), `message` its text, `caught` whether a WARN-level log record
-    introduced it (the library logged it and went on), `chained` how many exceptions
+    introduced it (the library logged it and went on) or Python said it ignored it
+    (`Exception ignored in: ...`), `chained` how many exceptions
     came before the last one.
     """
 
@@ -221,7 +225,9 @@ class TracebackAssembler:
         # Caught: the log record that printed the traceback is at WARN level, either on
         # the header's own line or on the line just before it.
         before = (lead, self._prev, self._prev2)
-        self._caught = any(_CAUGHT_LEVEL.search(t) or _GOES_ON.search(t) for t in before[:2])
+        self._caught = any(_CAUGHT_LEVEL.search(t) or _GOES_ON.search(t) for t in before[:2]) or bool(
+            _IGNORED.search(self._prev)
+        )
         self._logged = any(_LIBRARY_RECORD.search(t) for t in before)
         self._note(line)
 

@@ -445,3 +445,17 @@ def test_javascript_errors_in_the_shared_terminal_are_not_the_trainers_crash(clf
     assert judge_lines(["ReferenceError: window is not defined"], clf).verdict is None
     python = judge_lines(["TypeError: 'NoneType' object is not subscriptable"], clf)
     assert python.verdict is V.RESTART
+
+
+def test_a_finalizer_error_python_ignored_is_not_a_crash(clf: Classifier) -> None:
+    """`Exception ignored in: <... __del__ ...>` is Python saying it swallowed the error;
+    the same block without that intro escaped and is a crash."""
+    block = [
+        "Traceback (most recent call last):",
+        '  File "/venv/lib/python3.11/site-packages/torch/utils/data/dataloader.py", line 1479, in __del__',
+        "    self._shutdown_workers()",
+        "AttributeError: 'NoneType' object has no attribute 'python_exit_status'",
+    ]
+    intro = "Exception ignored in: <function _MultiProcessingDataLoaderIter.__del__ at 0x7f3a2c1e5a60>"
+    assert judge_lines([intro, *block], clf).verdict is V.TRANSIENT_IGNORE
+    assert judge_lines(block, clf).verdict is V.RESTART

@@ -219,3 +219,25 @@ def test_huge_block_is_bounded() -> None:
     [tb] = assemble(lines)
     assert len(tb.lines) <= 400
     assert tb.short_type == "RecursionError"
+
+
+@pytest.mark.parametrize(
+    "intro",
+    [
+        "Exception ignored in: <function _MultiProcessingDataLoaderIter.__del__ at 0x7f3a2c1e5a60>",
+        "Exception ignored on calling ctypes callback function: <function cb at 0x7f00>",
+        "Error in atexit._run_exitfuncs:",
+    ],
+)
+def test_an_exception_python_reports_as_ignored_is_caught(intro: str) -> None:
+    """Python prints finalizer and atexit errors itself and carries on (the unraisable
+    hook): the traceback after its own intro line did not interrupt the program."""
+    block = [
+        "Traceback (most recent call last):",
+        '  File "/usr/lib/python3.11/multiprocessing/util.py", line 224, in __call__',
+        "AssertionError: can only test a child process",
+    ]
+    [tb] = assemble([intro, *block])
+    assert tb.caught
+    [tb] = assemble(["INFO:root:shutting down", *block])
+    assert not tb.caught
