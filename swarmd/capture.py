@@ -154,7 +154,8 @@ class PipeCapture(threading.Thread):
     `on_lines(text, t_mono)` gets the lines completed by one read, decoded as UTF-8
     with replacement (ANSI kept) and joined by `\\n` (no trailing one; a single line
     is just that line): one call per read, not per line, because at 10k lines/s the
-    calls alone were a third of swarmd's CPU. It runs on this thread, so it must be
+    per-line calls and checks were most of swarmd's CPU (`LogAnalyzer.feed_text`
+    passes the quiet runs in bulk). It runs on this thread, so it must be
     cheap (the supervisor enqueues).
     EOF only comes when every writer has closed the pipe, and a grandchild (p2pd)
     may keep it open after the trainer died: `stop()` ends the loop anyway, after
@@ -181,9 +182,9 @@ class PipeCapture(threading.Thread):
         # the newline, and must still be seen live.
         self._partial_after = partial_after
         self._last_data_at = 0.0
-        # A busy pipe (see `_pace`) is read in
-        # batches: before the next read, wait until about half a pipe has come at the
-        # rate just seen, at most `coalesce` (`batch_wait`). A trainer printing 10k
+        # A busy pipe (see `_pace`) is read in batches: before the next read, wait
+        # until about half a pipe has come at the rate just seen, at most `coalesce`
+        # (`batch_wait`). A trainer printing 10k
         # lines/s one write at a time then costs ~20 wake-ups/s instead of 10k (each
         # wake-up finds the caches cold: measured, 50 ms instead of 20 saved ~0.8% of a
         # core at 10k lines/s), while a faster one is read sooner, so its pipe never
