@@ -2,7 +2,8 @@
 
 Operators paste these logs into public issues (the failure corpus is made of such
 pastes, one with a live RPC key in it), so secrets are removed before a byte reaches
-disk: Hugging Face tokens, 0x-prefixed 64-hex private keys, values of keys named like
+disk: Hugging Face tokens, 0x-prefixed 64-hex private keys, PEM private-key blocks
+(`StreamRedactor`: a node that prints its swarm.pem), values of keys named like
 token/secret/password/key, credentials inside URLs and RPC-provider API keys in paths.
 
 A cheap substring prefilter keeps the common case (a line with nothing secret-looking)
@@ -39,6 +40,10 @@ _RULES: tuple[tuple[re.Pattern[str], str, tuple[str, ...], re.Pattern[str] | Non
     (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s:@]+:[^/\s@]+@"), r"\1" + REDACTED + "@", ("://",), None),
     # RPC providers put the API key in the path: https://x.g.alchemy.com/v2/<key>
     (re.compile(r"(/v[0-9]/)[A-Za-z0-9_-]{16,}"), r"\1" + REDACTED, ("/v",), None),
+    # A PEM private key on one line (a JSON-escaped dump, or the body glued to the header):
+    # the header stays, so the reader still sees that a key was printed.
+    (re.compile(r"(-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----)(?:(?!-----END)[^\n])+"), r"\1" + REDACTED,
+     ("private key-----",), None),
     # key = value / key: value / "key": "value" for names like token, secret, password, api_key
     (
         re.compile(
@@ -94,6 +99,44 @@ def redact_bytes(data: bytes) -> bytes:
         hit = _GATE_B.search(lower, end)
     out.append(data[done:])
     return b"".join(out)
+
+
+_PEM_BEGIN = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
+_PEM_END = b"-----END "
+# A PEM body line: base64 (64 columns, the last one shorter), or one of the headers an
+# encrypted legacy key carries, or blank. Anything else ends the block: a BEGIN line without its
+# END must not swallow the log lines that follow it.
+_PEM_BODY = re.compile(rb"[ \t]*(?:[A-Za-z0-9+/=]{1,128}|(?:Proc-Type|DEK-Info): [^\n]{0,200})?[ \t\r]*")
+_BLOCK_LINE = REDACTED.encode()
+
+
+class StreamRedactor:
+    """`redact_bytes` for one stream of whole lines, plus the multi-line secret it
+    cannot see in a single read: a PEM private key whose BEGIN line, body and END line
+    may arrive in different reads. Each body line becomes `<redacted>` (the line count
+    stays, so nothing else in the log moves); the BEGIN and END lines stay."""
+
+    def __init__(self) -> None:
+        self._in_block = False
+
+    def __call__(self, data: bytes) -> bytes:
+        if not self._in_block and b"PRIVATE KEY-----" not in data:
+            return redact_bytes(data)
+        lines = data.split(b"\n")
+        for i, line in enumerate(lines):
+            if self._in_block:
+                if line.lstrip().startswith(_PEM_END):
+                    self._in_block = False
+                elif _PEM_BODY.fullmatch(line) is not None:
+                    lines[i] = _BLOCK_LINE if line.strip() else line
+                    continue
+                else:
+                    self._in_block = False
+            begin = _PEM_BEGIN.search(line)
+            if begin is not None and _PEM_END not in line[begin.end():]:
+                self._in_block = True
+            lines[i] = redact_bytes(line)
+        return b"\n".join(lines)
 
 
 def is_secret_key(name: str) -> bool:

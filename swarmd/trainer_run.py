@@ -23,7 +23,7 @@ from swarmd.events import ChildDown, ChildExited
 from swarmd.log_files import TrainerLog
 from swarmd.pidfile import PidFile
 from swarmd.process import ProcRef, snapshot_tree
-from swarmd.redact import redact_bytes
+from swarmd.redact import StreamRedactor
 from swarmd.rotating import RotatingLog
 from swarmd.spawn import Child, Spawner
 
@@ -100,7 +100,7 @@ class Launcher:
             on_lines(gen),
             clock=self._clock,
             name=f"capture-{gen}",
-            transform=redact_bytes,
+            transform=StreamRedactor(),
         )
         run = Run(gen, child, capture, log, now, self._clock.wall())
         self._current = run

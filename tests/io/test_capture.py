@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gzip
+import itertools
 import os
 import re
 import signal
@@ -29,7 +30,7 @@ from swarmd.capture import (
     batch_wait,
 )
 from swarmd.clock import SystemClock
-from swarmd.redact import redact_bytes
+from swarmd.redact import StreamRedactor, redact_bytes
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.io
@@ -681,3 +682,38 @@ def test_prompt_without_newline_reaches_on_lines_while_child_waits_on_stdin(
     assert sink.snapshot() == ["starting", prompt, "got n"]
     log.flush()
     assert log_bytes(path) == f"starting\n{prompt}got n\n".encode()
+
+
+def test_a_private_key_printed_across_reads_never_reaches_the_log(tmp_path: Path, closers: list[Callable[[], None]]) -> None:
+    """A node that prints its swarm.pem (a real RSA key): the BEGIN line, the body and
+    the END line arrive in separate reads, cut mid-body; trainer.log keeps the BEGIN/END
+    lines and one `<redacted>` per body line, the lines around it untouched."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    body = pem.splitlines()[1:-1]
+    stream = b"identity loaded\n" + pem + b"round 1 started\n"
+    read_fd, write_fd = os.pipe()
+    closers.append(lambda: os.close(read_fd))
+    path = tmp_path / "trainer.log"
+    log = make_log(closers, path, max_bytes=1 << 20, keep=1)
+    cap = PipeCapture(
+        read_fd, log, Lines(), clock=SystemClock(), poll_interval=0.05, transform=StreamRedactor(), partial_after=60
+    )
+    cap.start()
+    closers.append(lambda: cap.stop(timeout=10))
+    cuts = [0, len(b"identity loaded\n") + 40, len(stream) // 2, len(stream) - 30, len(stream)]
+    for a, b in itertools.pairwise(cuts):
+        os.write(write_fd, stream[a:b])
+        wait_until(lambda b=b: cap.bytes_total == b, timeout=10)  # read before the next write
+    os.close(write_fd)
+    assert cap.eof.wait(10)
+    text = path.read_bytes()
+    assert not any(line in text for line in body)
+    assert text.splitlines() == [
+        b"identity loaded", b"-----BEGIN PRIVATE KEY-----", *[b"<redacted>"] * len(body),
+        b"-----END PRIVATE KEY-----", b"round 1 started",
+    ]

@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swarmd.redact import REDACTED, redact_bytes, redact_mapping, redact_text
+from swarmd.redact import (
+    REDACTED,
+    StreamRedactor,
+    redact_bytes,
+    redact_mapping,
+    redact_text,
+)
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "failures"
 
@@ -102,3 +108,47 @@ def test_a_value_on_the_line_below_its_key_is_redacted() -> None:
     assert b"sk-abcdef123456" not in out
     assert out.startswith(b"line 1\napi_key:")
     assert out.endswith(b"\nline 4\n")
+
+
+PEM_BODY = [b"MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj", b"MIxmDyS5nTZoNoeqNUCuQ+3kU9Gq", b"3Q=="]
+
+
+def test_a_pem_key_split_over_reads_is_redacted_line_by_line() -> None:
+    """BEGIN in one read, the body cut across the next two: every body line becomes
+    `<redacted>` (the line count stays), BEGIN/END and the lines around them stay."""
+    r = StreamRedactor()
+    out = r(b"loaded\n-----BEGIN RSA PRIVATE KEY-----\n" + PEM_BODY[0] + b"\n")
+    out += r(PEM_BODY[1] + b"\n" + PEM_BODY[2] + b"\n")
+    out += r(b"-----END RSA PRIVATE KEY-----\nround 1\n")
+    assert out == b"loaded\n-----BEGIN RSA PRIVATE KEY-----\n" + b"<redacted>\n" * 3 + b"-----END RSA PRIVATE KEY-----\nround 1\n"
+
+
+def test_an_encrypted_legacy_key_loses_its_headers_and_body() -> None:
+    r = StreamRedactor()
+    raw = b"-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,0A1B2C\n\n" + PEM_BODY[0] + b"\n-----END RSA PRIVATE KEY-----\n"
+    out = r(raw)
+    assert b"DEK-Info" not in out
+    assert PEM_BODY[0] not in out
+    assert out.count(b"\n") == raw.count(b"\n")
+
+
+def test_a_begin_line_without_its_end_does_not_swallow_the_log() -> None:
+    """A log line that merely quotes a BEGIN header (or a key cut short) ends the
+    block at the first line that is not key material: later lines are the node's."""
+    r = StreamRedactor()
+    out = r(b"saw -----BEGIN PRIVATE KEY----- in config\n" + PEM_BODY[0] + b"\nINFO step 3 loss=1.0\n")
+    out += r(b"Starting round: 4/100\n" + PEM_BODY[1] + b"\n")
+    assert out.endswith(b"<redacted>\nINFO step 3 loss=1.0\nStarting round: 4/100\n" + PEM_BODY[1] + b"\n")
+
+
+def test_a_pem_key_on_one_line_is_redacted_after_its_header() -> None:
+    line = '{"identity": "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBg\\n-----END PRIVATE KEY-----\\n"}'
+    out = redact_text(line)
+    assert "MIIEvQIBADANBg" not in out
+    assert out.startswith('{"identity": "-----BEGIN PRIVATE KEY-----<redacted>-----END PRIVATE KEY-----')
+
+
+def test_a_read_without_a_key_goes_through_unchanged_by_the_stream_redactor() -> None:
+    r = StreamRedactor()
+    raw = b"step 1\nHF_TOKEN=abcdefghijklmnop\n"
+    assert r(raw) == redact_bytes(raw)
