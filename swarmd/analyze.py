@@ -19,7 +19,7 @@ from swarmd.domain import Signal, Verdict
 from swarmd.operator import OPERATOR_KINDS, OperatorWatch
 from swarmd.rules import is_progress
 from swarmd.taxonomy import cause_of, with_fix
-from swarmd.tracebacks import Traceback, TracebackAssembler, exception_type_of
+from swarmd.tracebacks import Traceback, TracebackAssembler, exception_type_of, unquote
 
 __all__ = ["FileJudgement", "LogAnalyzer", "block_signal", "judge_lines"]
 
@@ -28,6 +28,9 @@ _GAME_LOOP = re.compile(r", in run_game\b")
 # The upstream launcher's words once its trainer is gone (not signals: they name no cause).
 _EXITED = re.compile(r">> Shutting down trainer|^\s*Terminated\s*$|\bzsh: terminated\b")
 _WENT_ON_KINDS = frozenset({"logged_exception", "caught_exception"})
+# How V8 words a TypeError; Python says "'NoneType' object has no attribute" and
+# "object is not callable" instead.
+_JS_WORDING = re.compile(r"Cannot (?:read|set) propert(?:y|ies) of (?:undefined|null)|\bis not a function\b")
 _CONTEXT_LINES = 8  # a complaint this close before a traceback introduced it
 _FIX_FROM = Verdict.OPERATOR_NEEDED.severity  # line signals from here up carry their fix
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
@@ -88,8 +91,8 @@ class LogAnalyzer:
             sig = self._clf.classify(line)
             if sig is not None:
                 return self._line_signal(sig, t, ())
-            if ("Error" in line or "Exception" in line) and line[:1].isalpha():
-                return self._lone_exception(line)
+            if ("Error" in line or "Exception" in line) and line.lstrip("`")[:1].isalpha():
+                return self._lone_exception(unquote(line.strip()))
             return _NONE
         was_open = self._asm.in_block
         source_line = self._asm.in_block and line[:1].isspace()
@@ -133,6 +136,10 @@ class LogAnalyzer:
         if not exc or exc.endswith("Warning"):
             return _NONE
         message = line.split(":", 1)[1].strip() if ":" in line else ""
+        if exc == "ReferenceError" or _JS_WORDING.search(message):
+            # JavaScript's wording (the login server's Node process shares the
+            # terminal): not the trainer's exception, so not its crash.
+            return _NONE
         return (self._on_block(Traceback(exc, message, (line,))),)
 
     def flush(self) -> tuple[Signal, ...]:

@@ -346,6 +346,10 @@ _BUILTINS: tuple[tuple[str, str, Verdict, str, tuple[str, ...]], ...] = (
     # loop of these into `operator_needed`.
     ("login_server_error", r"^\s+at \S.{0,300}/modal-login/node_modules/",
      _V.OPERATOR_NEEDED, "login_server_error", ("modal-login",)),
+    # The login server's own request log: the API-key routes the launcher polls fail,
+    # so no login can complete until a person repairs modal-login.
+    ("login_api_failing", r"\b(?:GET|POST) /api/(?:get-api-key-status|get-api-key|set-api-key-activated|get-user-apikey)\S* 5\d\d\b",
+     _V.OPERATOR_NEEDED, "login_server_error", ("api-key", "apikey")),
     ("api_key_wait", r"Waiting for API key to (?:be|become) activated",
      _V.HEALTHY_IDLE, "operator_wait", ("waiting for api key",)),
     ("login_wait", r"Waiting for (?:modal )?userData\.json to be created",

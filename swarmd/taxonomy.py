@@ -6,7 +6,12 @@ cause, whatever the exact wording. Each kind has one right answer:
   missing; the code or the config does not parse): every restart fails the same way,
   so give up at once and say what to fix;
 - the hardware cannot run this build or setting (no kernel image for the GPU, bf16 on
-  a GPU without it, an inference engine's KV cache that does not fit): the same;
+  a GPU without it, an inference engine's KV cache that does not fit), a dependency
+  refuses the operating system, or the Hub refuses the model to these credentials:
+  the same;
+- a program error (TypeError, ValueError, ...) raised while the node is being built,
+  on the way from its entry point into a constructor and through no round, step or
+  game: the next start builds the same node from the same arguments, so the same;
 - the network or a remote service failed (refused, reset, time-outs, 5xx, failed
   downloads): a restart after back-off is the cure;
 - memory ran out: restart (the policy and `oom_fallback_env` take it from there).
@@ -47,6 +52,20 @@ _VERSION_MISMATCH = re.compile(
 _SETTING_CHECK = re.compile(r"\bmust be (?:evenly )?divisible\b|\bmust be one of\b|\bis not a valid (?:choice|value|option)\b|\binvalid choice\b")
 _HTTP_5XX = re.compile(r"\b5\d\d\b (?:Server Error|Bad Gateway|Service Unavailable|Gateway Time-?out)|\b50[234]\b|Bad Gateway")
 _HTTP_AUTH = re.compile(r"\b40[13]\b (?:Client Error|Unauthorized|Forbidden)|GatedRepoError|RepositoryNotFoundError")
+# The Hub answered, but not with this model for these credentials (transformers words it
+# as an OSError): a wrong name, a private or gated repo, a missing token.
+_HUB_DENIED = re.compile(
+    r"is not a valid model identifier|(?:Cannot|trying to) access (?:a )?gated repo|is a gated repo"
+    r"|pass a token having permission to this repo|Repository Not Found for url"
+)
+# A dependency refuses this operating system or CPU: no restart changes the host.
+_PLATFORM = re.compile(
+    r"(?i)\b(?:does not|doesn't|do not|cannot) (?:yet )?(?:support|run on) (?:Windows|win32|macOS|Mac ?OS|Darwin|Linux"
+    r"|this (?:platform|operating system|OS|architecture)|your (?:platform|operating system|OS|architecture)|ARM|arm64|aarch64)"
+    r"|\bunsupported (?:platform|operating system|OS|architecture|machine)\b"
+    r"|\b(?:is )?not supported on (?:Windows|win32|macOS|Darwin|this (?:platform|OS|architecture)|your (?:platform|OS))"
+    r"|\bonly (?:supports?|supported on|available on|works on|runs on) (?:Linux|macOS|x86(?:_64)?|amd64|64-bit)"
+)
 
 # (types, message pattern or None, cause). First hit wins; types are short names.
 _NETWORK_TYPES = frozenset({
@@ -95,7 +114,40 @@ def cause_of(tb: Traceback) -> Cause:
     """The cause of an uncaught traceback (callers treat `tb.caught` first)."""
     if not tb.exc_type:
         return _cut_cause(tb.lines)
-    return cause_of_text(tb.short_type, tb.message)
+    cause = cause_of_text(tb.short_type, tb.message)
+    if cause.kind == "uncaught_exception" and tb.short_type in _PROGRAM_ERRORS and _raised_while_building(tb.lines):
+        return Cause(_FATAL, "startup_error",
+                     "the node fails while it is being set up, before any training, so every start fails the "
+                     "same way: fix the argument, config value or file the error is about")
+    return cause
+
+
+# Exceptions that say "this value is wrong", not "the world failed just now".
+_PROGRAM_ERRORS = frozenset({
+    "TypeError", "ValueError", "AssertionError", "AttributeError", "KeyError", "IndexError", "LookupError",
+    "NameError", "UnboundLocalError", "NotImplementedError",
+})
+_FRAME_FUNC = re.compile(r'File "[^"]*", line \d+, in (\S+)')
+# Where a program starts: an entry frame, hydra instantiating the configured objects.
+_ENTRY_FUNCS = frozenset({"<module>", "main", "_run_module_as_main", "_run_code", "decorated_main", "_call_target"})
+# Frames of the work loop, or of the upkeep a running node does (re-joining, polling):
+# an exception raised under one of these came from a round, a step, a peer's data or
+# the network, which the next start need not meet again.
+_LOOP_FUNC = re.compile(
+    r"(?:^|_)(?:train|training|step|steps|stage|stages|round|game|loop|epoch|fit|forward|backward|generate|rollout"
+    r"|infer|inference|evaluate|run_game|gather|serve|handle|rpc"
+    r"|reconnect|rejoin|recover|retry|restart|refresh|poll|wait|monitor|update)(?:_|$)"
+)
+
+
+def _raised_while_building(lines: tuple[str, ...]) -> bool:
+    """The block runs from the program's entry into an object's constructor and never
+    through the work loop: the exception came from building the node (its arguments,
+    config, files), which the next start repeats exactly."""
+    funcs = [m.group(1) for m in map(_FRAME_FUNC.search, lines) if m is not None]
+    if "__init__" not in funcs or not any(f in _ENTRY_FUNCS for f in funcs):
+        return False
+    return not any(_LOOP_FUNC.search(f) for f in funcs)
 
 
 def cause_of_text(exc_type: str, message: str) -> Cause:
@@ -114,6 +166,14 @@ def cause_of_text(exc_type: str, message: str) -> Cause:
             if exc_type == "MemoryError":
                 return Cause(_RESTART, "host_memory_error")
             return cause if rx.search(message) else Cause(_RESTART, "cuda_oom")
+    if _PLATFORM.search(message):
+        return Cause(_FATAL, "platform_unsupported",
+                     "a dependency does not run on this operating system or CPU: run the node where it is "
+                     "supported (on Windows inside WSL2 or Docker)")
+    if _HUB_DENIED.search(message):
+        return Cause(_FATAL, "hub_access_denied",
+                     "the model or dataset is not reachable with these credentials: check its name, request "
+                     "access to a gated repo, and log in (huggingface-cli login) or set the token")
     if exc_type in ("ModuleNotFoundError", "ImportError"):
         mod = _MODULE.search(message)
         what = f"the Python module {mod.group(1)!r}" if mod else "a Python module"

@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Traceback", "TracebackAssembler", "exception_type_of"]
+__all__ = ["Traceback", "TracebackAssembler", "exception_type_of", "unquote"]
 
 _MAX_BLOCK_LINES = 400  # frames kept; a deeper (recursive) traceback keeps its head and tail
 _HEADER = "recent call last"
@@ -63,6 +63,9 @@ _CAUGHT_LEVEL = re.compile(
 _GOES_ON = re.compile(
     r"(?i)\bretry(?:ing)?\b|\bwill (?:retry|recover)\b|\bcaught (?:an )?exception\b|\bcontinuing\b"
 )
+# Python's own report of an exception it did not let propagate: a finalizer or an
+# `atexit` handler raised (the unraisable hook). The program was not interrupted.
+_IGNORED = re.compile(r"\bException ignored (?:in|on|while|when|during)\b|^Error in atexit\._run_exitfuncs:")
 # A record of a library logger (hivemind/petals formats name `module.func:line`): a
 # library that logs a traceback has caught it; whether the node survives, the cause says.
 _LIBRARY_RECORD = re.compile(
@@ -78,7 +81,8 @@ class Traceback:
 
     `exc_type` is the dotted name as printed (`""` when the excerpt stops before the
     final exception), `message` its text, `caught` whether a WARN-level log record
-    introduced it (the library logged it and went on), `chained` how many exceptions
+    introduced it (the library logged it and went on) or Python said it ignored it
+    (`Exception ignored in: ...`), `chained` how many exceptions
     came before the last one.
     """
 
@@ -182,17 +186,21 @@ class TracebackAssembler:
 
     def peek(self) -> Traceback | None:
         """The block still open as it stands, without closing it (safe to call from
-        another thread than the feeder: it only reads)."""
-        if self._state == _IDLE or (not self._exc_type and len(self._lines) < 2):
+        another thread than the feeder: it only reads). Asked when the writer exited, so
+        a block that got no further than its opening line counts, as in `flush`."""
+        if self._state == _IDLE or not self._lines:
             return None
         return Traceback(self._exc_type, self._exc_msg[:2000], tuple(self._lines), self._caught, self._logged,
                          self._chained, self._header)
 
     def flush(self) -> Traceback | None:
-        """The block still open (end of input, or the writer exited), if any."""
+        """The block still open (end of input, or the writer exited), if any. Even a
+        lone opening line counts here: Python prints `Traceback (most recent call
+        last):` only while an exception escapes, so an output that ends on it is a
+        crash whose frames were cut, not a header that "says nothing"."""
         if self._state == _IDLE:
             return None
-        return self._finish()
+        return self._finish(at_end=True)
 
     # -- internals ------------------------------------------------------------------------
     def _open(self, line: str) -> None:
@@ -217,7 +225,9 @@ class TracebackAssembler:
         # Caught: the log record that printed the traceback is at WARN level, either on
         # the header's own line or on the line just before it.
         before = (lead, self._prev, self._prev2)
-        self._caught = any(_CAUGHT_LEVEL.search(t) or _GOES_ON.search(t) for t in before[:2])
+        self._caught = any(_CAUGHT_LEVEL.search(t) or _GOES_ON.search(t) for t in before[:2]) or bool(
+            _IGNORED.search(self._prev)
+        )
         self._logged = any(_LIBRARY_RECORD.search(t) for t in before)
         self._note(line)
 
@@ -272,7 +282,8 @@ class TracebackAssembler:
                 self._after_frame = frame
                 self._keep(line)
                 return None
-            m = _EXC.match(stripped) or _EXC.match(_OCR_DOTS.sub(".", stripped[:120]) + stripped[120:])
+            bare = unquote(stripped)
+            m = _EXC.match(bare) or _EXC.match(_OCR_DOTS.sub(".", bare[:120]) + bare[120:])
             if m is None:
                 if self._after_frame:
                     # The source line of the frame above, its indentation lost (a
@@ -301,9 +312,11 @@ class TracebackAssembler:
             return None
         return self._finish()
 
-    def _finish(self) -> Traceback | None:
-        if not self._exc_type and len(self._lines) < 2:
-            self._reset()  # a lone header line says nothing
+    def _finish(self, at_end: bool = False) -> Traceback | None:
+        if not self._exc_type and len(self._lines) < 2 and not at_end:
+            # An opening line followed by something that is not a frame: another writer
+            # interleaved, or a line that only quotes a header; no block.
+            self._reset()
             return None
         tb = Traceback(
             exc_type=self._exc_type,
@@ -326,7 +339,13 @@ def _strip(line: str) -> str:
     return line[m.end() :] if m else line
 
 
+def unquote(text: str) -> str:
+    """The text without the markdown backticks a reporter wrapped it in (`` `TypeError: x` ``):
+    pasted logs keep them on their first and last lines."""
+    return text.strip("`").strip() if "`" in text else text
+
+
 def exception_type_of(line: str) -> str:
     """The exception type a line would end a traceback with (`""` if none)."""
-    m = _EXC.match(_strip(line).strip())
+    m = _EXC.match(unquote(_strip(line).strip()))
     return m.group("type") if m else ""

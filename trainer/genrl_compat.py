@@ -8,10 +8,18 @@ Opt-in (`compat = "genrl-0.3"` in trainer.toml). Learned from genrl 0.3.0's own 
 - subkey `str(peer_id)`: the plain base58 peer id, unsigned,
 - value: msgpack (`use_bin_type=True`) of `{batch item id: [Payload, ...]}`, where a
   Payload is the map `{"__type__": "Payload", "world_state": {"__type__": "WorldState",
-  "environment_states": {"question": ..., "answer": ...}, "opponent_states": None,
-  "personal_states": None}, "actions": [completion, ...], "metadata": None}` and the batch
-  item id is the md5 hex of the question,
+  "environment_states": {...}, "opponent_states": None, "personal_states": None},
+  "actions": [completion, ...], "metadata": None}` and the batch item id is the md5 hex
+  of the question,
 - expiry: now + 600 s (genrl's `timeout`).
+
+What a genrl node does with a peer's Payload is its data manager's choice, and each
+reads its own keys from `environment_states`: every one reads "question"; the text
+managers read "answer"; the CodeZero manager (`examples.code_generation`, the one whose
+transplant of peers' trees works on 0.3.0's msgpack payloads) trains on a peer's tree
+and then reads "test" and `metadata["dataset"]`, where a missing key would fail its
+whole train step. So ours carry all four: our answer, no unit tests (""), and our task
+family as the dataset.
 
 Never signed: hivemind's signature validator appends `[signature:…]` to a value it
 signs, and genrl's reader, which runs no validator, then fails inside hivemind's
@@ -46,6 +54,9 @@ from trainer.rollout import (
     Task,
     TaskRef,
 )
+
+# A record's items: the task answered and our completions for it.
+Item = tuple[Task, Sequence[str]]
 
 COMPAT = "genrl-0.3"
 TTL = 600.0  # genrl's default `timeout`, used as the record's expiry
@@ -90,23 +101,31 @@ class TaskIndex(Protocol):
     def find_question(self, question: str) -> TaskRef | None: ...
 
 
-def encode_record(items: Sequence[tuple[str, str, Sequence[str]]], max_bytes: int = MAX_RECORD_BYTES) -> tuple[bytes, int]:
-    """genrl's record for (question, answer, completions) items, dropping items from
-    the end until it fits in `max_bytes`; returns (record, items kept)."""
+def encode_record(items: Sequence[Item], max_bytes: int = MAX_RECORD_BYTES) -> tuple[bytes, int]:
+    """genrl's record for (task, completions) items, dropping items from the end until
+    it fits in `max_bytes`; returns (record, items kept)."""
     kept = list(items)
     while True:
-        record = {
-            hashlib.md5(q.encode("utf-8"), usedforsecurity=False).hexdigest(): [_payload(q, a, comps)]
-            for q, a, comps in kept
-        }
+        record = {batch_item_id(task.question): [_payload(task, comps)] for task, comps in kept}
         raw: bytes = msgpack.packb(record, use_bin_type=True)
         if len(raw) <= max_bytes or not kept:
             return raw, len(kept)
         kept.pop()
 
 
-def _payload(question: str, answer: str, completions: Sequence[str]) -> dict[str, Any]:
-    world = {"__type__": "WorldState", "environment_states": {"question": question, "answer": answer},
+def batch_item_id(question: str) -> str:
+    """genrl's batch item id (`generate_md5_hash_id`); its transplant asserts it."""
+    return hashlib.md5(question.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+def environment_states(task: Task) -> dict[str, Any]:
+    """What every genrl data manager reads from a peer's world state (module docstring)."""
+    return {"question": task.question, "answer": task.answer, "test": "",
+            "metadata": {"dataset": task.ref.family}}
+
+
+def _payload(task: Task, completions: Sequence[str]) -> dict[str, Any]:
+    world = {"__type__": "WorldState", "environment_states": environment_states(task),
              "opponent_states": None, "personal_states": None}
     return {"__type__": "Payload", "world_state": world, "actions": list(completions), "metadata": None}
 
@@ -177,7 +196,7 @@ class GenrlExchange(BoardExchange):
         return round_key(round) if stage == 0 else None
 
     def encode(self, me: str, round: int, stage: int, rollouts: Sequence[Rollout]) -> tuple[bytes, int]:
-        items = [(t.question, t.answer, r.completions) for r in rollouts if (t := self.tasks.resolve(r.task))]
+        items: list[Item] = [(t, r.completions) for r in rollouts if (t := self.tasks.resolve(r.task))]
         return encode_record(items, self.max_bytes)
 
     def decode(self, subkey: str, raw: bytes, round: int, stage: int) -> list[Rollout]:

@@ -22,7 +22,7 @@ from trainer.genrl_compat import (
     is_bare_round_key,
     round_key,
 )
-from trainer.rollout import Rollout, RolloutRejected, TaskRef
+from trainer.rollout import Rollout, RolloutRejected, Task, TaskRef
 
 pytestmark = [pytest.mark.upstream]
 
@@ -53,6 +53,10 @@ def _genrl_unpack(raw: bytes) -> object:
     return next(unpacker)
 
 
+def _task(question: str, answer: str) -> Task:
+    return Task(TaskRef("local_arith", SEED, 0), question, answer)
+
+
 def _question(tasks: TaskSource, index: int) -> tuple[TaskRef, str, str]:
     task = tasks.resolve(TaskRef("local_arith", SEED, index))
     assert task is not None
@@ -62,13 +66,15 @@ def _question(tasks: TaskSource, index: int) -> tuple[TaskRef, str, str]:
 def test_our_record_decodes_in_genrl_as_payloads_with_question_and_completions() -> None:
     """genrl's own decoder turns our record into its Payload/WorldState objects."""
     from genrl.communication.communication import Payload
+    from genrl.misc_utils.utils import generate_md5_hash_id
 
-    decoded = _genrl_unpack(encode_record([("2+3=?", "5", ["<answer>5</answer>", "7"])])[0])
+    decoded = _genrl_unpack(encode_record([(_task("2+3=?", "5"), ["<answer>5</answer>", "7"])])[0])
     assert isinstance(decoded, dict)
-    assert len(decoded) == 1
+    assert list(decoded) == [generate_md5_hash_id("2+3=?")]  # genrl's transplant asserts it
     (payloads,) = decoded.values()
     assert isinstance(payloads[0], Payload)
-    assert payloads[0].world_state.environment_states == {"question": "2+3=?", "answer": "5"}
+    assert payloads[0].world_state.environment_states == {
+        "question": "2+3=?", "answer": "5", "test": "", "metadata": {"dataset": "local_arith"}}
     assert payloads[0].actions == ["<answer>5</answer>", "7"]
 
 
@@ -103,7 +109,7 @@ def test_malformed_records_are_rejected_with_the_reason(subkey: str, raw: bytes,
 def test_signed_value_is_rejected_like_genrl_would_choke_on_it() -> None:
     """hivemind appends `[signature:…]` to a value it signs: trailing bytes after the
     msgpack object, which is what hangs genrl's reader; here it is dropped."""
-    signed = encode_record([("2+3=?", "5", ["a"])])[0] + b"[signature:AAAA]"
+    signed = encode_record([(_task("2+3=?", "5"), ["a"])])[0] + b"[signature:AAAA]"
     with pytest.raises(RolloutRejected, match="not genrl msgpack"):
         decode_record(PEER, signed)
 
@@ -125,7 +131,8 @@ def test_exchange_publishes_under_the_bare_round_key_and_plain_peer_id() -> None
     stored = board.get("4", 0.0)
     assert list(stored) == [ME]
     (payloads,) = _genrl_unpack(stored[ME]).values()  # type: ignore[attr-defined]
-    assert payloads[0].world_state.environment_states == {"question": question, "answer": answer}
+    assert payloads[0].world_state.environment_states == {
+        "question": question, "answer": answer, "test": "", "metadata": {"dataset": "local_arith"}}
 
 
 def test_gather_maps_genrl_questions_to_our_tasks_and_drops_unknown_ones() -> None:
@@ -173,7 +180,7 @@ def test_round_clock_follows_the_highest_key_other_peers_wrote() -> None:
 def test_owner_subkeys_never_look_like_genrl_peers() -> None:
     """A signed (owner-marked) subkey is ours-format, never read as a genrl record."""
     with pytest.raises(RolloutRejected):
-        decode_record(owner_subkey(b"ssh-rsa AAAAB3NzaC1yc2E="), encode_record([("q", "a", ["c"])])[0])
+        decode_record(owner_subkey(b"ssh-rsa AAAAB3NzaC1yc2E="), encode_record([(_task("q", "a"), ["c"])])[0])
 
 
 def test_unknown_compat_lane_is_one_config_error_naming_the_key(tmp_path: Path) -> None:
@@ -185,7 +192,7 @@ def test_unknown_compat_lane_is_one_config_error_naming_the_key(tmp_path: Path) 
 
 def test_record_over_the_cap_drops_items_from_the_end() -> None:
     """Our record never exceeds max_bytes: items are dropped, and the count says so."""
-    items = [(f"{i}+1=?", str(i + 1), ["x" * 200]) for i in range(10)]
+    items = [(_task(f"{i}+1=?", str(i + 1)), ["x" * 200]) for i in range(10)]
     raw, kept = encode_record(items, max_bytes=1000)
     assert len(raw) <= 1000
     assert 0 < kept < 10

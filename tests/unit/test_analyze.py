@@ -341,3 +341,121 @@ def test_cut_traceback_inside_the_kv_cache_allocation_is_fatal(clf: Classifier) 
     ]
     judged = judge_lines(lines, clf)
     assert (judged.verdict, judged.deciding[0].kind) == (V.GIVE_UP_FATAL, "vllm_kv_cache_oom")
+
+
+def test_output_ending_on_a_traceback_header_is_a_crash_not_a_greeting(clf: Classifier) -> None:
+    """Startup greetings, then the header of an escaping exception and nothing more:
+    the greetings must not make the node look healthy."""
+    lines = [
+        "[2025-08-01 10:00:00,000][genrl.logging_utils.global_defs][INFO] - Using Model: Qwen/Qwen3-0.6B",
+        "Aug 01 10:00:01.000 [INFO] Checking that identity from `/x/swarm.pem` is not used by other peers",
+        "Traceback (most recent call last):",
+    ]
+    judged = judge_lines(lines, clf)
+    assert (judged.verdict, judged.deciding[0].kind) == (V.RESTART, "uncaught_exception")
+    an = LogAnalyzer(clf)
+    for line in lines:
+        an.feed(line)
+    crash = an.crash_now()  # the child exited on that line: the exit context sees it
+    assert crash is not None
+    assert crash.verdict is V.RESTART
+
+
+def test_exception_line_wrapped_in_markdown_backticks_is_still_judged(clf: Classifier) -> None:
+    """No line rule knows this one: only the final-exception reading can judge it."""
+    judged = judge_lines(["`TypeError: GRPOConfig.__init__() got an unexpected keyword argument 'vllm_mode'`"], clf)
+    assert (judged.verdict, judged.deciding[0].kind) == (V.GIVE_UP_FATAL, "dependency_version_mismatch")
+    assert "`" not in judged.deciding[0].line
+
+
+@pytest.mark.parametrize(
+    "final",
+    [
+        "RuntimeError: Triton only supports Linux",
+        "OSError: flash-attn is not supported on macOS",
+        "NotImplementedError: fork() does not support Windows",
+    ],
+)
+def test_a_dependency_refusing_the_platform_is_fatal(clf: Classifier, final: str) -> None:
+    judged = judge_lines(crash(final), clf)
+    assert (judged.verdict, judged.deciding[0].kind) == (V.GIVE_UP_FATAL, "platform_unsupported")
+    assert "WSL2" in judged.deciding[0].fix
+
+
+def test_hub_refusing_the_model_is_fatal_but_an_unreachable_hub_is_not(clf: Classifier) -> None:
+    gated = judge_lines(["OSError: You are trying to access a gated repo."], clf)
+    assert (gated.verdict, gated.deciding[0].kind) == (V.GIVE_UP_FATAL, "hub_access_denied")
+    offline = (
+        "OSError: We couldn't connect to 'https://huggingface.co' to load this file, couldn't find it in the "
+        "cached files and it looks like Gensyn/Qwen2.5-0.5B-Instruct is not the path to a directory containing "
+        "a file named config.json."
+    )
+    assert judge_lines([offline], clf).verdict is V.RESTART
+
+
+def building(final: str, *inner: str) -> list[str]:
+    """A traceback from the program's entry into a constructor, then `inner` frames."""
+    return [
+        "Traceback (most recent call last):",
+        '  File "/v/lib/python3.11/runpy.py", line 198, in _run_module_as_main',
+        '  File "/v/site-packages/hivemind/hivemind_cli/run_server.py", line 104, in main',
+        "    server = Server.create(**args)",
+        '  File "/v/site-packages/hivemind/moe/server/server.py", line 120, in __init__',
+        "    self.dht = DHT(initial_peers=initial_peers, start=True)",
+        *inner,
+        final,
+    ]
+
+
+def test_program_error_while_the_node_is_built_is_fatal(clf: Classifier) -> None:
+    """Raised on the way from the entry point into a constructor, with no round, step
+    or game frame: the next start builds the same node from the same arguments."""
+    judged = judge_lines(building("ValueError: invalid multiaddr '/ip4/1.2.3.4/tcp/x'"), clf)
+    assert (judged.verdict, judged.deciding[0].kind) == (V.GIVE_UP_FATAL, "startup_error")
+    assert judged.deciding[0].fix
+
+
+def test_same_error_under_the_work_loop_or_from_the_network_still_restarts(clf: Classifier) -> None:
+    in_loop = building(
+        "ValueError: invalid multiaddr '/ip4/1.2.3.4/tcp/x'",
+        '  File "/v/site-packages/genrl/game/game_manager.py", line 169, in run_game_round',
+        "    self.trainer.train(self.state)",
+    )
+    assert judge_lines(in_loop, clf).verdict is V.RESTART
+    rejoining = building(
+        "ValueError: invalid multiaddr '/ip4/1.2.3.4/tcp/x'",
+        '  File "/v/trainer/node.py", line 290, in _maybe_reconnect',
+        "    self.dht = make_dht(self.settings)",
+    )
+    assert judge_lines(rejoining, clf).verdict is V.RESTART  # a running node re-building its DHT
+    refused = building("ConnectionRefusedError: [Errno 111] Connection refused")
+    assert judge_lines(refused, clf).deciding[0].kind == "network_error"
+    assert judge_lines(building("RuntimeError: peer went away"), clf).verdict is V.RESTART
+
+
+def test_login_servers_failing_api_key_routes_need_the_operator(clf: Classifier) -> None:
+    judged = judge_lines([" GET /api/get-api-key-status?orgId=0f1e 500 in 41ms"], clf)
+    assert (judged.verdict, judged.deciding[0].kind) == (V.OPERATOR_NEEDED, "login_server_error")
+    assert judged.deciding[0].fix
+    assert judge_lines([" POST /api/submit-reward 500 in 2143ms"], clf).verdict is V.TRANSIENT_IGNORE
+
+
+def test_javascript_errors_in_the_shared_terminal_are_not_the_trainers_crash(clf: Classifier) -> None:
+    assert judge_lines(["TypeError: Cannot read properties of null (reading 'orgId')"], clf).verdict is None
+    assert judge_lines(["ReferenceError: window is not defined"], clf).verdict is None
+    python = judge_lines(["TypeError: 'NoneType' object is not subscriptable"], clf)
+    assert python.verdict is V.RESTART
+
+
+def test_a_finalizer_error_python_ignored_is_not_a_crash(clf: Classifier) -> None:
+    """`Exception ignored in: <... __del__ ...>` is Python saying it swallowed the error;
+    the same block without that intro escaped and is a crash."""
+    block = [
+        "Traceback (most recent call last):",
+        '  File "/venv/lib/python3.11/site-packages/torch/utils/data/dataloader.py", line 1479, in __del__',
+        "    self._shutdown_workers()",
+        "AttributeError: 'NoneType' object has no attribute 'python_exit_status'",
+    ]
+    intro = "Exception ignored in: <function _MultiProcessingDataLoaderIter.__del__ at 0x7f3a2c1e5a60>"
+    assert judge_lines([intro, *block], clf).verdict is V.TRANSIENT_IGNORE
+    assert judge_lines(block, clf).verdict is V.RESTART

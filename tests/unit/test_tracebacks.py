@@ -159,11 +159,27 @@ def test_uncaught_after_an_info_line_is_not_caught() -> None:
     assert not tb.caught
 
 
-def test_cut_excerpt_gives_a_block_without_exception_and_a_lone_header_gives_none() -> None:
+def test_cut_excerpt_gives_a_block_without_exception() -> None:
     [tb] = assemble(["Traceback (most recent call last):", '  File "a.py", line 1, in f', "    f()"])
     assert tb.exc_type == ""
     assert "cut" in tb.final_line
-    assert assemble(["Traceback (most recent call last):"]) == []
+
+
+def test_output_ending_on_a_lone_header_is_a_cut_crash_but_a_header_followed_by_a_log_line_is_not() -> None:
+    """Python prints the header only while an exception escapes: at the end of the
+    output it is a crash whose frames are missing. Mid-stream, a header that a log
+    record follows at once is another writer's interleaving, not a block."""
+    [tb] = assemble(["[INFO] - Using Model: Qwen/Qwen3-0.6B", "Traceback (most recent call last):"])
+    assert (tb.exc_type, tb.lines) == ("", ("Traceback (most recent call last):",))
+    assert assemble(["Traceback (most recent call last):", "INFO:root:still running", "INFO:root:more"]) == []
+    asm = TracebackAssembler()
+    asm.feed("Error executing job with overrides: []")
+    assert asm.peek() is not None  # the writer exited right after hydra's own line
+
+
+def test_markdown_backticks_around_an_exception_line_are_not_part_of_it() -> None:
+    [tb] = assemble(['Traceback (most recent call last):', '  File "s.py", line 9, in __init__', "`KeyError: 'model_name'`"])
+    assert (tb.short_type, tb.message) == ("KeyError", "'model_name'")
 
 
 def test_line_after_block_is_not_swallowed_and_may_open_the_next() -> None:
@@ -203,3 +219,25 @@ def test_huge_block_is_bounded() -> None:
     [tb] = assemble(lines)
     assert len(tb.lines) <= 400
     assert tb.short_type == "RecursionError"
+
+
+@pytest.mark.parametrize(
+    "intro",
+    [
+        "Exception ignored in: <function _MultiProcessingDataLoaderIter.__del__ at 0x7f3a2c1e5a60>",
+        "Exception ignored on calling ctypes callback function: <function cb at 0x7f00>",
+        "Error in atexit._run_exitfuncs:",
+    ],
+)
+def test_an_exception_python_reports_as_ignored_is_caught(intro: str) -> None:
+    """Python prints finalizer and atexit errors itself and carries on (the unraisable
+    hook): the traceback after its own intro line did not interrupt the program."""
+    block = [
+        "Traceback (most recent call last):",
+        '  File "/usr/lib/python3.11/multiprocessing/util.py", line 224, in __call__',
+        "AssertionError: can only test a child process",
+    ]
+    [tb] = assemble([intro, *block])
+    assert tb.caught
+    [tb] = assemble(["INFO:root:shutting down", *block])
+    assert not tb.caught

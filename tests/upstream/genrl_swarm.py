@@ -7,6 +7,8 @@ a tiny random Qwen2 and its tokenizer saved to a local directory (trainer.model,
 download), a local jsonl dataset folder (genrl's `load_dataset(name)` loads a local
 directory), `BaseGameManager` + `HivemindBackend` + `DefaultRewardManager` (a real
 reward function) + `GRPOLanguageTrainerModule` + `SimpleTextDataManager`, no chain.
+`GenrlNode(game="codezero")` writes genrl's CodeZero game instead (CODEZERO_CONFIG), the
+one whose data manager trains on peers' rollouts (the mixed swarm's upstream side).
 
 The launcher's own traps, measured (../shared/reference/upstream-offline.md):
 - the master is the node whose `socket.getfqdn()` equals MASTER_ADDR, so the second
@@ -96,6 +98,78 @@ game_manager:
     startup_timeout: 60
 """
 
+# The game that takes peers' rollouts into training: genrl 0.3.0's CodeZero pieces (the
+# game Gensyn's current rl-swarm runs). Its data manager transplants up to
+# `num_transplant_trees` of the swarm's trees (Payloads from other agents with exactly
+# `num_generations` completions) into the game state its GRPO trainer then trains on.
+# genrl 0.3.0's ReasoningGymDataManager cannot: its transplant_trees indexes the
+# msgpack-decoded `Payload` dataclass as a dict (`payload["actions"]`), a TypeError on
+# every peer payload, logged "Error with swarm payloads" each round.
+# Data: `load_dataset("google-research-datasets/mbpp"/"deepmind/code_contests",
+# streaming=True)` loads folders of those names in the working directory (the node's
+# root); `build_codezero_datasets` writes them. Rewards: genrl's CodeGenerationRewards
+# score a completion -1.0 unless it holds a ```python fence (only then is the Ollama
+# judge asked), ±0.2 for ending before `solver_token_lim` tokens; with 8 new tokens no
+# fence fits, so the judge, a service outside the node, is never called.
+CODEZERO_CONFIG = """\
+# An unmodified genrl 0.3.0 CodeZero node, offline: written by tests/upstream/genrl_swarm.py.
+log_dir: {log_dir}
+game_manager:
+  _target_: genrl.examples.code_generation.solver_manager.CodeGenerationGameManager
+  max_stage: 1
+  max_round: {max_round}
+  log_dir: {log_dir}
+  game_state:
+    _target_: genrl.state.GameState
+    round: 0
+    stage: 0
+  reward_manager:
+    _target_: genrl.rewards.DefaultRewardManager
+    reward_fn_store:
+      _target_: genrl.rewards.RewardFnStore
+      max_rounds: {max_round}
+      reward_fn_stores:
+        - _target_: genrl.rewards.RoundRewardFnStore
+          num_stages: 1
+          reward_fns:
+            - _target_: genrl.examples.code_generation.solver_rewards.CodeGenerationRewards
+              solver_tokenizer_path: {model_dir}
+              solver_token_lim: {max_new_tokens}
+  trainer:
+    _target_: genrl.trainer.grpo_trainer.GRPOLanguageTrainerModule
+    models:
+      - _target_: transformers.AutoModelForCausalLM.from_pretrained
+        pretrained_model_name_or_path: {model_dir}
+    config:
+      _target_: genrl.trainer.grpo_trainer.GRPOTrainerConfig
+      max_new_tokens: {max_new_tokens}
+      num_generations: {num_generations}
+      minibatch_size: 2
+      learning_rate: 1.0e-5
+      enable_gradient_checkpointing: false
+    log_dir: {log_dir}
+  data_manager:
+    _target_: genrl.examples.code_generation.solver_data.CodeGenerationDataManager
+    system_prompt: solver
+    batch_size: 1
+    local_batch_size: 1
+    proposer_batch_size: 0
+    num_generations: {num_generations}
+    num_transplant_trees: {num_transplant_trees}
+  communication:
+    _target_: genrl.communication.hivemind.hivemind_backend.HivemindBackend
+    initial_peers: {initial_peers}
+    timeout: {timeout}
+    identity_path: {identity}
+    startup_timeout: 60
+"""
+# The dataset folder names CodeGenerationDataManager loads, relative to its cwd.
+CODEZERO_DATASETS = ("google-research-datasets/mbpp", "deepmind/code_contests")
+# CodeZero's transplant takes a peer's tree only with exactly NUM_GENERATIONS completions,
+# so a peer of ours in that swarm must generate as many.
+NUM_GENERATIONS = 2
+MAX_NEW_TOKENS = 8  # too few for a ```python fence: the judge is never asked
+
 
 def build_model_dir(path: Path) -> Path:
     """A random tiny Qwen2 plus its tokenizer, saved where `from_pretrained` finds both."""
@@ -119,6 +193,21 @@ def build_dataset_dir(path: Path, questions: list[tuple[str, str]] = QUESTIONS) 
     return path
 
 
+def build_codezero_datasets(path: Path, questions: list[tuple[str, str]] = QUESTIONS) -> Path:
+    """The two folders CodeGenerationDataManager streams, under `path`: every question
+    as a code_contests row (whose question is the description verbatim, so a peer that
+    knows the question can score it) and one MBPP row (its loader needs the folder)."""
+    mbpp, contests = (path / name for name in CODEZERO_DATASETS)
+    for folder in (mbpp, contests):
+        folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"description": q, "public_tests": {"input": [], "output": [a]}} for q, a in questions]
+    (contests / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    mbpp_row = {"text": "Write a function add(a, b) that returns a + b.", "test_setup_code": "",
+                "test_list": ["assert add(2, 3) == 5"]}
+    (mbpp / "train.jsonl").write_text(json.dumps(mbpp_row) + "\n")
+    return path
+
+
 @dataclass(frozen=True)
 class GenrlNode:
     """One upstream node's directory, config and environment (it runs nothing itself)."""
@@ -134,6 +223,10 @@ class GenrlNode:
     world_size: int = 2  # HIVEMIND_WORLD_SIZE: records each gather waits for
     # Bootstrap addresses in the hydra config; when set, the rendezvous file is unused.
     initial_peers: tuple[str, ...] = ()
+    # "text" (HYDRA_CONFIG, SimpleTextDataManager on data_dir's jsonl) or "codezero"
+    # (CODEZERO_CONFIG; data_dir holds build_codezero_datasets' folders).
+    game: str = "text"
+    num_transplant_trees: int = 1  # codezero: peers' trees taken into training per round
 
     @property
     def identity(self) -> Path:
@@ -150,10 +243,25 @@ class GenrlNode:
     def write(self, max_round: int = 1_000_000) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.config_dir.mkdir(parents=True, exist_ok=True)
-        (self.config_dir / "node.yaml").write_text(HYDRA_CONFIG.format(
+        template = {"text": HYDRA_CONFIG, "codezero": CODEZERO_CONFIG}[self.game]
+        if self.game == "codezero":
+            self._link_codezero_datasets()
+        (self.config_dir / "node.yaml").write_text(template.format(
             log_dir=self.log_dir, max_round=max_round, model_dir=self.model_dir, data_dir=self.data_dir,
             seed=self.seed, timeout=self.timeout, identity=self.identity,
-            initial_peers=json.dumps(list(self.initial_peers)) if self.initial_peers else "null"))
+            initial_peers=json.dumps(list(self.initial_peers)) if self.initial_peers else "null",
+            max_new_tokens=MAX_NEW_TOKENS, num_generations=NUM_GENERATIONS,
+            num_transplant_trees=self.num_transplant_trees))
+
+    def _link_codezero_datasets(self) -> None:
+        """The dataset folders where CodeGenerationDataManager looks: its working
+        directory, the node's root (hydra 1.3 with genrl's `version_base=None` does not
+        chdir into hydra.run.dir)."""
+        for name in CODEZERO_DATASETS:
+            link = self.root / name
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.is_symlink():
+                link.symlink_to(self.data_dir / name, target_is_directory=True)
 
     def argv(self) -> list[str]:
         return [sys.executable, *LAUNCHER, "--config-path", str(self.config_dir), "--config-name", "node",
