@@ -69,11 +69,12 @@ class LaneChain:
 
     def up(self, keep_state: bool) -> float:
         """anvil back on the same port: with its state, or reset (fresh chain, the
-        contract redeployed at the same address, round 0)."""
+        contract redeployed at the same address, round 0). Returns the wall time its
+        restart began (the probe may see it answer before `start` returns)."""
         if not keep_state:
             self.state.unlink(missing_ok=True)
-        self.anvil.start()
         t = time.time()
+        self.anvil.start()
         if not keep_state:
             address, _ = deploy(self.url, self._owner)
             assert address == self.address, f"redeployed at {address}, not {self.address}"
@@ -98,8 +99,8 @@ def _first(node: SupervisedNode, name: str, after: float) -> dict[str, Any] | No
 def measure_chain_outage(node: SupervisedNode, chain: LaneChain, down_s: float, keep_state: bool,
                          timeout: float = 60.0) -> Measured:
     """anvil down for `down_s`, then back (kept or reset). detect_s: down -> the
-    `chain_rpc_down` event; recover_s: back -> `chain_rpc_up` (the probe sees the chain
-    again). Audited: `swarmd status` said the RPC was down during the outage, the node
+    `chain_rpc_down` event; recover_s: anvil's restart begun -> `chain_rpc_up` (the
+    probe sees the chain again; anvil's own start included). Audited: `swarmd status` said the RPC was down during the outage, the node
     was not restarted for the outage, and a reset chain was reported going backwards."""
     name = f"chain_rpc_down_{down_s:g}s" + ("" if keep_state else "_reset")
     problems: list[str] = []
@@ -115,8 +116,8 @@ def measure_chain_outage(node: SupervisedNode, chain: LaneChain, down_s: float, 
     down_ev = up_ev = back_ev = None
     while time.monotonic() < deadline:
         down_ev = _first(node, "chain_rpc_down", t0)
-        up_ev = _first(node, "chain_rpc_up", t_up - 1.0)
-        back_ev = _first(node, "chain_round_backwards", t_up - 1.0)
+        up_ev = _first(node, "chain_rpc_up", t_up)
+        back_ev = _first(node, "chain_round_backwards", t_up)
         if up_ev is not None and (keep_state or back_ev is not None):
             break
         time.sleep(0.25)
@@ -136,7 +137,7 @@ def measure_chain_outage(node: SupervisedNode, chain: LaneChain, down_s: float, 
     if back_ev is not None:
         detail += f"; backwards reported +{event_epoch(back_ev) - t_up:.1f}s after anvil's return: "
         detail += str(back_ev.get("evidence", ""))[:70]
-        acted = _first(node, "decision", t_up - 1.0)
+        acted = _first(node, "decision", t_up)
         if acted is not None:
             detail += f"; then {acted.get('action')} ({acted.get('reason')})"
     detail += ")"

@@ -74,10 +74,10 @@ HEALTH_A = 'stall_after = "30m"\nstartup_grace = "30m"\nready_on = "progress"\nr
 # No `nice` for the master, although genrl's gather busy-polls the DHT while it waits
 # (a core burnt whenever the second node is down): at a high host load a niced master
 # starves and never hands its addresses to the second node.
-# The back-off restarts at its first step (0.5 s) once a node has run 20 s: the lane
-# causes its faults back to back, each measured as the single fault it would be on a
-# real host, where faults come hours apart and the back-off has long been reset. A
-# crash loop still climbs to max_delay and ends in crash_loop.
+# The back-off restarts at its first step (0.5 s) once a node has run 10 s: the lane
+# causes its faults back to back (the next one ~15 s after a recovery), each measured as
+# the single fault it would be on a real host, where faults come hours apart and the
+# back-off has long been reset. A crash loop still ends in crash_loop (10 an hour).
 
 
 def monitor_toml(node: GenrlNode, health: str, env_extra: dict[str, str] | None = None,
@@ -100,7 +100,7 @@ initial_delay = "0.5s"
 max_delay = "2s"
 jitter = 0
 min_interval = "0.1s"
-healthy_reset_after = "20s"
+healthy_reset_after = "10s"
 [health]
 {health}
 {extra}"""
