@@ -19,7 +19,13 @@ from swarmd.domain import Signal, Verdict
 from swarmd.operator import OPERATOR_KINDS, OperatorWatch
 from swarmd.rules import is_progress
 from swarmd.taxonomy import cause_of, with_fix
-from swarmd.tracebacks import Traceback, TracebackAssembler, exception_type_of, unquote
+from swarmd.tracebacks import (
+    OPENERS,
+    Traceback,
+    TracebackAssembler,
+    exception_type_of,
+    unquote,
+)
 
 __all__ = ["FileJudgement", "LogAnalyzer", "block_signal", "judge_lines"]
 
@@ -37,6 +43,10 @@ _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[
 # A cause known only as "something escaped": the node carrying on afterwards proves it
 # was not fatal to it (a thread's traceback, a retried call).
 _GENERIC_KINDS = frozenset({"uncaught_exception", "network_error", "http_error"})
+# An idle line holding none of these, and no gate word of the classifier's, leaves `feed`
+# with nothing to say: ANSI is stripped first, only "Error"/"Exception" make a lone
+# exception, and the assembler opens blocks on its OPENERS only (see `feed_text`).
+_SPEAKS = ("\x1b", "Error", "Exception", *OPENERS)
 
 
 def block_signal(tb: Traceback, classifier: Classifier) -> Signal:
@@ -116,6 +126,52 @@ class LogAnalyzer:
         if sig is None:
             return before
         return self._line_signal(sig, t, before)
+
+    def feed_text(self, text: str, t: float = 0.0) -> tuple[Signal, ...]:
+        """Lines joined by `\\n` (what a reader took in one read): the signals `feed`
+        would give for each line in turn, in order, leaving the same state behind.
+
+        Why: at 10k lines/s a call per line is most of swarmd's CPU, while nearly every
+        line says nothing. A run of lines that cannot speak (no block open, none of
+        `_SPEAKS`, no gate word: `Classifier.quiet_until`) is counted and noted in one
+        step; only the lines from a possible speaker on go through `feed`.
+        """
+        lower = text.lower()
+        # A character whose lower case is longer would shift the gate's offsets.
+        skip = len(lower) == len(text)
+        out: list[Signal] = []
+        pos, end = 0, len(text)
+        while True:
+            if skip and not self._asm.in_block:
+                quiet = self._clf.quiet_until(text, lower, pos, _SPEAKS)
+                if quiet >= end:
+                    self._pass_lines(text, pos, end)
+                    break
+                start = text.rfind("\n", pos, quiet) + 1  # of the line that may speak
+                if start > pos:
+                    self._pass_lines(text, pos, start - 1)
+                    pos = start
+            nl = text.find("\n", pos)
+            out.extend(self.feed(text[pos:] if nl < 0 else text[pos:nl], t))
+            if nl < 0:
+                break
+            pos = nl + 1
+        return tuple(out)
+
+    def _pass_lines(self, text: str, start: int, end: int) -> None:
+        """The lines in `text[start:end]` say nothing: count them, and let the assembler
+        note its context (the last two non-blank ones) as `passes` would have."""
+        self._n += text.count("\n", start, end) + 1
+        last: list[str] = []
+        stop = end
+        while len(last) < 2 and stop >= start:
+            begin = text.rfind("\n", start, stop) + 1 or start
+            line = text[begin:stop]
+            if line and not line.isspace():
+                last.append(line)
+            stop = begin - 1
+        for line in reversed(last):
+            self._asm.passes(line)
 
     def _line_signal(self, sig: Signal, t: float, before: tuple[Signal, ...]) -> tuple[Signal, ...]:
         if sig.verdict.severity >= _FIX_FROM:

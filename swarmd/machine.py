@@ -130,7 +130,7 @@ class Machine:
     def _line_gate(self, gen: int) -> Callable[[str, float], None]:
         gate = LineGate(lambda: self.classifier, self._post, lambda: gen, "stdout")
         self._stdout_gate = gate
-        return gate
+        return gate.lines  # the pipe reader hands over each read's lines at once
 
     # -- events -----------------------------------------------------------------------------------
     def on_line(self, ev: LineSeen) -> None:

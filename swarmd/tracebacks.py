@@ -34,6 +34,8 @@ _MAX_BLOCK_LINES = 400  # frames kept; a deeper (recursive) traceback keeps its 
 _HEADER = "recent call last"
 _HYDRA = "Error executing job"
 _FRAME_HINT = 'File "'
+# `passes` turns away (with no more than a note of it) an idle line holding none of these.
+OPENERS = (_HEADER, _HYDRA, _FRAME_HINT)
 
 # Prefixes a log pipeline puts before every line of a traceback.
 _PREFIX = re.compile(

@@ -83,9 +83,10 @@ class Launcher:
         self,
         cfg: TrainerConfig,
         env: Mapping[str, str],
-        on_line: Callable[[int], Callable[[str, float], None]],
+        on_lines: Callable[[int], Callable[[str, float], None]],
     ) -> Run:
-        """Start the trainer; `on_line(gen)` builds the reader's line callback.
+        """Start the trainer; `on_lines(gen)` builds the reader's callback (see
+        `PipeCapture`: the lines of one read, joined by `\\n`).
         Raises `SpawnError` (a config mistake) or `OSError` (maybe transient)."""
         stdin = "".join(f"{line}\n" for line in cfg.stdin_lines).encode() if cfg.stdin_lines else None
         now = self._clock.monotonic()
@@ -96,7 +97,7 @@ class Launcher:
         capture = PipeCapture(
             child.stdout_fd,
             log,
-            on_line(gen),
+            on_lines(gen),
             clock=self._clock,
             name=f"capture-{gen}",
             transform=redact_bytes,

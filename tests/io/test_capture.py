@@ -6,6 +6,7 @@ import contextlib
 import errno
 import gzip
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,24 +17,36 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from swarmd.capture import LineSplitter, PipeCapture, RotatingLog
+from swarmd.capture import (
+    BATCH,
+    READ_CHUNK,
+    LineSplitter,
+    PipeCapture,
+    RotatingLog,
+    batch_wait,
+)
 from swarmd.clock import SystemClock
+from swarmd.redact import redact_bytes
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.io
 
 
 class Lines:
-    """Thread-safe sink for `on_line`."""
+    """Thread-safe sink for `on_lines`: keeps each line of every call."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.items: list[str] = []
+        self.calls = 0
 
-    def __call__(self, line: str, t_mono: float) -> None:
+    def __call__(self, text: str, t_mono: float) -> None:
         with self._lock:
-            self.items.append(line)
+            self.items.extend(text.split("\n"))
+            self.calls += 1
 
     def snapshot(self) -> list[str]:
         with self._lock:
@@ -132,6 +145,15 @@ def test_crlf_split_across_chunks_is_one_break() -> None:
     assert s.feed(b"\n") == [b""]
 
 
+def test_a_newline_after_a_crlf_split_across_reads_is_a_line_of_its_own() -> None:
+    """`\\r`, then `\\n` (its pair), then `\\n` in three reads: two lines, the
+    second empty (the pair's flag is spent by the first `\\n`)."""
+    s = LineSplitter()
+    assert s.feed(b"a\r") == [b"a"]
+    assert s.feed(b"\n") == []
+    assert s.feed(b"\n") == [b""]
+
+
 def test_partial_line_is_kept_until_its_newline() -> None:
     """A line split over reads comes out once, whole."""
     s = LineSplitter()
@@ -168,6 +190,67 @@ def test_line_without_newline_is_cut_at_max_line() -> None:
     s = LineSplitter(max_line=4)
     assert s.feed(b"abcdefghij") == [b"abcd", b"efgh"]
     assert s.feed(b"\n") == [b"ij"]
+
+
+def _pieces(data: bytes, cuts: list[int]) -> list[bytes]:
+    out, i, k = [], 0, 0
+    while i < len(data):
+        n = cuts[k % len(cuts)]
+        out.append(data[i : i + n])
+        i, k = i + n, k + 1
+    return out
+
+
+def _reference_lines(stream: bytes, max_line: int) -> tuple[list[bytes], bytes]:
+    """The whole stream split at once: `\\r\\n`, `\\r` or `\\n` end a line, a line is cut
+    every `max_line` bytes; the unterminated rest, cut the same, keeps its last piece."""
+    *ended, rest = re.split(rb"\r\n|\r|\n", stream)
+    lines = [ln[i : i + max_line] for ln in ended for i in range(0, max(len(ln), 1), max_line)]
+    keep = max(0, (len(rest) - 1) // max_line) * max_line
+    lines += [rest[i : i + max_line] for i in range(0, keep, max_line)]
+    return lines, rest[keep:]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    data=st.lists(st.sampled_from([b"a", b"bc", b"\n", b"\r", b"\r\n", b"\xe2\x82", b"\xac", b"\xff", b"x" * 7]), max_size=60),
+    cuts=st.lists(st.integers(1, 9), min_size=1, max_size=4),
+)
+def test_joined_lines_are_the_streams_lines_whatever_the_reads(data: list[bytes], cuts: list[int]) -> None:
+    """`feed_joined` (the reader's hot path: one slice, no list) gives the stream's lines
+    joined by `\\n`, however the stream is cut into reads (a `\\r\\n` across two
+    included), long lines cut at `max_line`; and decoding the joined bytes at once is
+    decoding each line (a line break is never inside a UTF-8 sequence)."""
+    stream = b"".join(data)
+    splitter = LineSplitter(max_line=8)
+    got: list[bytes] = []
+    for piece in _pieces(stream, cuts):
+        text, count = splitter.feed_joined(piece)
+        lines = text.split(b"\n") if count else []
+        assert len(lines) == count
+        assert text.decode("utf-8", "replace") == "\n".join(ln.decode("utf-8", "replace") for ln in lines)
+        got += lines
+    want, rest = _reference_lines(stream, 8)
+    assert got == want
+    assert splitter.flush() == rest
+
+
+@pytest.mark.parametrize("lines_per_s", [100, 10_000, 20_000, 50_000, 200_000])
+def test_a_busy_pipe_waits_for_half_a_pipe_at_most_and_never_longer_than_its_bound(lines_per_s: int) -> None:
+    """The reader of a busy pipe waits to gather a batch: at 10k lines/s of 61 bytes
+    that is the full bound (~20 wake-ups/s), faster writers are read sooner, so what
+    comes during a wait stays within half a pipe and the writer never blocks."""
+    rate = lines_per_s * 61  # bytes/s
+    # What the last read got: a read of BATCH or more is followed by no wait at all.
+    span = min(0.05, BATCH / 2 / rate)
+    read = int(rate * span)
+    assert 0 < read < BATCH <= READ_CHUNK
+    wait = batch_wait(read, span, 0.05)
+    assert 0 < wait <= 0.05
+    assert rate * wait <= BATCH * 1.01
+    if lines_per_s <= 10_000:
+        assert wait == 0.05
+    assert batch_wait(0, span, 0.05) == 0.05
 
 
 # -- RotatingLog ------------------------------------------------------------------
@@ -321,7 +404,7 @@ def test_fast_child_100k_lines_rotated_none_lost(
     closers: list[Callable[[], None]],
     children: list[subprocess.Popen[bytes]],
 ) -> None:
-    """120k lines through a 64 KiB rotating log: every line in the files and to on_line, in order."""
+    """120k lines through a 64 KiB rotating log: every line in the files and to on_lines, in order."""
     n = 120_000
     code = (
         "import sys\n"
@@ -351,7 +434,7 @@ def test_tqdm_frames_are_separate_lines_and_log_is_verbatim(
     closers: list[Callable[[], None]],
     children: list[subprocess.Popen[bytes]],
 ) -> None:
-    """`\\r` progress frames reach on_line one by one; the file keeps the exact bytes."""
+    """`\\r` progress frames reach on_lines one by one; the file keeps the exact bytes."""
     out = b"\x1b[32m10%\x1b[0m\r20%\r30%\r\ndone\n"
     p = child(children, f"import sys; sys.stdout.buffer.write({out!r})")
     path = tmp_path / "trainer.log"
@@ -409,17 +492,18 @@ def test_stop_returns_while_grandchild_holds_the_pipe(
     assert (tmp_path / "t.log").read_bytes() == b"bye"
 
 
-def test_failing_on_line_does_not_stop_draining(
+def test_failing_consumer_does_not_stop_draining(
     tmp_path: Path,
     closers: list[Callable[[], None]],
     children: list[subprocess.Popen[bytes]],
 ) -> None:
-    """A consumer that raises is counted; capture keeps reading so the child never blocks."""
+    """A consumer that raises is counted (in lines); capture keeps reading so the child
+    never blocks."""
     p = child(children, "for i in range(300): print('x' * 100)")
     path = tmp_path / "t.log"
     log = make_log(closers, path, max_bytes=1 << 20, keep=1)
 
-    def bad(line: str, t: float) -> None:
+    def bad(text: str, t: float) -> None:
         raise RuntimeError("consumer bug")
 
     cap = PipeCapture(fd_of(p), log, bad, clock=SystemClock(), poll_interval=0.05)
@@ -529,7 +613,40 @@ def test_grandchild_fake_holding_pipe_does_not_block_stop(
     )
 
 
-def test_prompt_without_newline_reaches_on_line_while_child_waits_on_stdin(
+def test_secrets_split_across_reads_never_reach_the_log(tmp_path: Path, closers: list[Callable[[], None]]) -> None:
+    """An HF token and a private key each cut in two by the pipe (two writes, the first
+    read on its own before the second is written): trainer.log gets them redacted, as
+    the log is written a whole line at a time; the lines handed on are the child's own."""
+    token, key = "hf_A1b2C3d4E5f6G7h8I9j0K1l2", "0x" + "ab" * 32
+    read_fd, write_fd = os.pipe()
+    closers.append(lambda: os.close(read_fd))
+    path = tmp_path / "trainer.log"
+    log = make_log(closers, path, max_bytes=1 << 20, keep=1)
+    sink = Lines()
+    # partial_after: however slow the machine, the pause between the writes is not taken
+    # for a prompt waiting for its answer (that line is handed on, and logged, early).
+    cap = PipeCapture(
+        read_fd, log, sink, clock=SystemClock(), poll_interval=0.05, transform=redact_bytes, partial_after=60
+    )
+    cap.start()
+    closers.append(lambda: cap.stop(timeout=10))
+    pieces = [f"login {token[:9]}", f"{token[9:]} ok\n", f"PRIVATE_KEY={key[:30]}", f"{key[30:]}\n"]
+    for i in range(len(pieces)):
+        os.write(write_fd, pieces[i].encode())
+        sent = len("".join(pieces[: i + 1]))
+        wait_until(lambda sent=sent: cap.bytes_total == sent, timeout=10)  # read before the next write
+    os.close(write_fd)
+    assert cap.eof.wait(10)
+    text = path.read_text()
+    assert token not in text
+    assert token[9:] not in text
+    assert key not in text
+    assert key[30:] not in text
+    assert text.count("<redacted>") == 2
+    assert sink.snapshot() == [f"login {token} ok", f"PRIVATE_KEY={key}"]
+
+
+def test_prompt_without_newline_reaches_on_lines_while_child_waits_on_stdin(
     tmp_path: Path, children: list[subprocess.Popen[bytes]], closers: list[Callable[[], None]]
 ) -> None:
     """`input()` prints its question with no newline and blocks on stdin: the question

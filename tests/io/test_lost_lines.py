@@ -30,8 +30,8 @@ def _series(metrics: Metrics, name: str, label: str) -> float:
     return float(m.group(1))
 
 
-def _failing(line: str, *_: object) -> None:
-    raise RuntimeError(f"consumer bug on {line!r}")
+def _failing(text: str, *_: object) -> None:
+    raise RuntimeError(f"consumer bug on {text[:20]!r}")
 
 
 @pytest.fixture
@@ -45,8 +45,9 @@ def closers() -> Iterator[list[Callable[[], None]]]:
 def test_pipe_consumer_errors_are_reported_again_after_the_interval_and_exported(
     tmp_path: Path, closers: list[Callable[[], None]]
 ) -> None:
-    """Every failing line is counted in /metrics; the log gets the first at once and a
-    later report, carrying how many failed meanwhile, once the interval has passed."""
+    """Every line of a failing call is counted in /metrics; the log gets the first
+    failure at once and a later report, carrying how many failed meanwhile, once the
+    interval has passed."""
     clock = FakeClock()
     metrics = Metrics()
     log = RotatingLog(tmp_path / "trainer.log", 1 << 20, 1)
@@ -66,8 +67,9 @@ def test_pipe_consumer_errors_are_reported_again_after_the_interval_and_exported
         os.close(write_fd)
         cap.join(20)
     reports = [e for e in logs if e["event"] == "capture_callback_failed"]
-    # The second report speaks for the 9 held back and the line that triggered it.
-    assert [(r["lines"], r["total"]) for r in reports] == [(1, 1), (10, 11)]
+    # One write, one read, one call: the first report names its 10 lines; the second
+    # (after the interval) the 5 of the next read.
+    assert [(r["lines"], r["total"]) for r in reports] == [(10, 10), (5, 15)]
     assert "consumer bug" in reports[-1]["error"]
     assert _series(metrics, "swarmd_callback_errors_total", 'reader="trainer"') == 15
 

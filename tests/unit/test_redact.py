@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from swarmd.redact import REDACTED, redact_bytes, redact_mapping, redact_text
 
@@ -68,3 +70,35 @@ def test_rpc_key_in_the_modal_login_excerpt_is_redacted() -> None:
     text = path.read_text()
     assert "Zq7KfW2mPb9XrT4nHc8VdJ3sLy6GaE1u" in text
     assert "Zq7KfW2mPb9XrT4nHc8VdJ3sLy6GaE1u" not in redact_text(text)
+
+
+POOL = [
+    "login with hf_A1b2C3d4E5f6G7h8I9j0K1 now",
+    "key 0x" + "ab" * 32 + " loaded",
+    'HF_TOKEN=abcdefghijklmnop {"api_key": "s3cr3t-value-123"}',
+    "url: 'https://gensyn-testnet.g.alchemy.com/v2/Zq7KfW2mPb9XrT4nHc8VdJ3sLy6GaE1u'",
+    "fetch https://user:pa55word@example.org/x and Authorization: Bearer abcdef0123456789abcdef",
+    "step 12 loss=0.123 tokens/s=1234.5 lr=3e-4 keyboard monkey",
+    "line 7 ..........................................",
+    "\u00e9t\u00e9 \udcff bytes",
+    "",
+]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(POOL), max_size=30))
+def test_a_read_of_many_lines_is_redacted_as_each_line_on_its_own(lines: list[str]) -> None:
+    """Only the lines holding a gate word go through the rules, yet the read comes out
+    as if every line had been redacted by itself, the other lines' bytes untouched."""
+    raw = "\n".join(lines).encode("utf-8", errors="surrogateescape")
+    want = "\n".join(redact_text(line) for line in lines).encode("utf-8", errors="surrogateescape")
+    assert redact_bytes(raw) == want
+
+
+def test_a_value_on_the_line_below_its_key_is_redacted() -> None:
+    """A YAML dump puts the value under its key: the line after a key's line goes
+    through the rules with it."""
+    out = redact_bytes(b"line 1\napi_key:\n  sk-abcdef123456\nline 4\n")
+    assert b"sk-abcdef123456" not in out
+    assert out.startswith(b"line 1\napi_key:")
+    assert out.endswith(b"\nline 4\n")
