@@ -86,7 +86,7 @@ class HealthConfig:
     heartbeat_file: Path  # absolute; default state_dir/trainer.json
     stall_after: float = 1800.0  # floor for stall detection
     stall_step_factor: float = 3.0  # stall = max(stall_after, factor * longest recent step)
-    startup_grace: float = 300.0  # no stall verdict before this long after a start
+    startup_grace: float = 300.0  # no stall verdict this long after a start, or until the first progress
     min_peers: int = 0  # 0 disables the peer check
     peers_grace: float = 120.0  # peers below min for this long -> reconnect
     reconnect_attempts: int = 3  # SIGUSR1 tries before a restart

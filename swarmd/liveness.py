@@ -10,8 +10,11 @@ p2pd dies), so this judges from outside, from a series of looks at the node's tr
 - a p2pd that still runs but has not answered its control socket for
   `unanswered_after` seconds (and at least two asks) is as good as dead: SIGSTOPped,
   wedged, or its socket deleted;
-- a DHT process (p2pd's parent, hivemind's forked process) stopped for as long is the
-  same fault one step up: p2pd answers, but nothing in the node serves the DHT.
+- a DHT process (p2pd's parent, hivemind's forked process) stopped (state `T`) for
+  `stopped_after` seconds and two looks is the same fault one step up: p2pd answers,
+  but nothing in the node serves the DHT. A stopped state is unambiguous (a slow
+  daemon is never `T`), so this window is shorter than the one for an unanswered ask,
+  which must outlast a daemon that is merely slow on a loaded host.
 
 A new daemon (another pid) replaces the old one: an in-place reconnect restarts the DHT.
 No clock is read here; every call gets `now` (monotonic).
@@ -51,9 +54,10 @@ UNKNOWN = Judgement(None)
 
 
 class P2pdLiveness:
-    def __init__(self, *, gone_after: float = 3.0, unanswered_after: float = 4.0) -> None:
+    def __init__(self, *, gone_after: float = 3.0, unanswered_after: float = 4.0, stopped_after: float = 2.0) -> None:
         self._gone_after = gone_after
         self._unanswered_after = unanswered_after
+        self._stopped_after = stopped_after
         self.reset()
 
     def reset(self) -> None:
@@ -118,7 +122,7 @@ class P2pdLiveness:
             self._stopped_since = s.at
         self._stopped_count += 1
         still = s.at - self._stopped_since
-        if self._stopped_count >= 2 and still >= self._unanswered_after:
+        if self._stopped_count >= 2 and still >= self._stopped_after:
             return Judgement(
                 False,
                 f"the node's DHT process (pid {s.dht}) has been stopped for {still:.1f}s (SIGSTOP?): its p2pd answers, "

@@ -9,7 +9,9 @@ standard library: the trainer imports it without pulling in the rest of swarmd.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from urllib.parse import unquote
@@ -86,15 +88,45 @@ def _signal_all(procs: Iterable[psutil.Process], sig: int) -> None:
             proc.send_signal(sig)
 
 
+_POLL = 0.05
+
+
+def _ended(proc: psutil.Process) -> bool:
+    """Gone, or a zombie. A zombie has exited: its memory, sockets and ports are
+    released, only its pid-table entry waits for its parent. An orphan's parent is
+    init, and not every init reaps at once (this project's CI host reaps ~2 s late),
+    so waiting for the entry to vanish would add that to every restart."""
+    try:
+        if proc.status() != psutil.STATUS_ZOMBIE:
+            return False
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+    if proc.ppid() == os.getpid():
+        with contextlib.suppress(psutil.Error):
+            proc.wait(0)  # our own child: reap it (psutil's wait is a waitpid here)
+    return True
+
+
+def _wait_ended(procs: Sequence[psutil.Process], timeout: float) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    alive = [p for p in procs if not _ended(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(_POLL)
+        alive = [p for p in alive if not _ended(p)]
+    return alive
+
+
 def end_processes(procs: Sequence[psutil.Process], term_timeout: float, kill_timeout: float = 5.0) -> list[psutil.Process]:
     """TERM, wait up to `term_timeout`, KILL the rest, wait up to `kill_timeout`; the
-    ones still running are returned. psutil checks each process's start time before
-    signalling, so a pid reused meanwhile is never hit."""
+    ones still running are returned (a zombie has ended). psutil checks each process's
+    start time before signalling, so a pid reused meanwhile is never hit."""
     if not procs:
         return []
     _signal_all(procs, signal.SIGTERM)
-    _, alive = psutil.wait_procs(procs, timeout=term_timeout)
+    alive = _wait_ended(procs, term_timeout)
     if alive:
         _signal_all(alive, signal.SIGKILL)
-        _, alive = psutil.wait_procs(alive, timeout=kill_timeout)
-    return list(alive)
+        alive = _wait_ended(alive, kill_timeout)
+    return alive

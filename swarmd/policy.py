@@ -45,6 +45,7 @@ class Policy:
         self._health = health
         self.backoff = backoff
         self._started_at = 0.0
+        self._progressed = False  # real progress seen since the start: the start is over
         self._last_activity = 0.0
         self._steps: deque[float] = deque(maxlen=_RECENT_STEPS)
         self._last_wait = 0.0
@@ -60,6 +61,7 @@ class Policy:
     # -- what the supervisor tells the policy -------------------------------------------
     def child_started(self, now: float) -> None:
         self._started_at = now
+        self._progressed = False
         self._last_activity = now
         self._last_wait = 0.0
         self._last_fault = None
@@ -75,6 +77,7 @@ class Policy:
     def activity(self, now: float, step_seconds: float | None = None) -> None:
         """Progress seen (a progress line, or the heartbeat file changed)."""
         self._last_activity = max(self._last_activity, now)
+        self._progressed = True
         self._waiting = None
         self._operator = False
         if step_seconds is not None and step_seconds > 0:
@@ -185,7 +188,7 @@ class Policy:
         silent = now - self._last_activity
         if self._operator:
             return NO_DECISION  # waiting for a person: a restart would only ask again
-        if silent > self.stall_threshold() and now - self._started_at > self._health.startup_grace:
+        if silent > self.stall_threshold() and not self._starting(now):
             if self._waiting is not None:
                 # Silent since it asked for a person: that is the wait, not a hang.
                 return self._wait_operator(escalation(self._waiting))
@@ -209,6 +212,13 @@ class Policy:
         return Decision(action, reason, evidence, self.backoff.next_delay(now))
 
     # -- helpers --------------------------------------------------------------------------
+    def _starting(self, now: float) -> bool:
+        """Within `startup_grace` of the start and no progress yet. The grace covers
+        loading and bootstrap; once the node has made progress it has started, and a
+        silence is judged by the stall threshold alone (a node whose peer vanished
+        right after its own restart must not wait out a whole grace)."""
+        return not self._progressed and now - self._started_at <= self._health.startup_grace
+
     def _wait_operator(self, sig: Signal) -> Decision:
         if self._operator:
             return NO_DECISION  # reported once per episode

@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import stat
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +22,7 @@ from structlog.testing import capture_logs
 
 from swarmd.cleanup import listening_ports, ports_free
 from swarmd.errors import NoPermission, NotExecutable, NotFound
-from swarmd.p2pd import remove_stale_sockets
+from swarmd.p2pd import end_processes, remove_stale_sockets
 from swarmd.pidfile import PidFile
 from swarmd.process import (
     ProcRef,
@@ -204,6 +205,30 @@ def test_sweep_never_touches_unrecorded_or_recycled_processes(
     finally:
         stop_group(other, term_timeout=2)
         other.close()
+
+
+def test_a_process_that_exited_but_is_not_reaped_yet_counts_as_ended_at_once(python_exe: str) -> None:
+    """An orphan's parent is init, and an init may reap seconds late (this CI host's
+    does, ~2 s): the exited process is a zombie holding nothing, so ending it must not
+    wait for its pid-table entry (nor KILL it and report it stuck)."""
+    keeper = subprocess.Popen(
+        [python_exe, "-c", "import subprocess, sys, time\n"
+         "c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+         "print(c.pid, flush=True)\ntime.sleep(60)"],
+        stdout=subprocess.PIPE, start_new_session=True,
+    )
+    try:
+        assert keeper.stdout is not None
+        child = psutil.Process(int(keeper.stdout.readline()))
+        began = time.monotonic()
+        assert end_processes([child], term_timeout=10.0, kill_timeout=5.0) == []
+        assert time.monotonic() - began < 2.0
+        assert child.status() == psutil.STATUS_ZOMBIE  # its parent never reaped it
+    finally:
+        keeper.kill()
+        keeper.wait(10)
+        if keeper.stdout is not None:
+            keeper.stdout.close()
 
 
 def test_sweep_refuses_our_own_process() -> None:

@@ -92,7 +92,7 @@ def test_reset_forgets_the_previous_trainers_daemon() -> None:
 
 
 def test_a_stopped_dht_process_is_a_fault_though_p2pd_answers() -> None:
-    tracker = P2pdLiveness(unanswered_after=4.0)
+    tracker = P2pdLiveness(unanswered_after=1.0, stopped_after=4.0)
     tracker.observe(Sighting(0.0, P2PD, True, dht=4100))
     stopped = [Sighting(t, P2PD, True, dht=4100, dht_stopped=True) for t in (2.0, 4.0, 6.0)]
     assert feed(tracker, stopped) == [True, True, False]
@@ -110,3 +110,15 @@ def test_gone_evidence_names_the_dht_process_only_when_it_went_too() -> None:
     assert alone.evidence.startswith("the node's p2pd (pid 4242) is gone")
     both = tracker.observe(Sighting(3.0, None, tree=frozenset({1})))
     assert both.evidence.startswith("the node's DHT process (pid 4100) and its p2pd (pid 4242) are gone")
+
+
+def test_a_stopped_dht_process_is_judged_sooner_than_an_unanswered_ask() -> None:
+    """State T is unambiguous: two looks 2 s apart suffice, while a p2pd that merely
+    does not answer gets the longer window (a slow daemon on a loaded host)."""
+    stopped, silent = P2pdLiveness(), P2pdLiveness()
+    for tracker in (stopped, silent):
+        tracker.observe(Sighting(0.0, P2PD, True, dht=4100))
+    assert feed(stopped, [Sighting(t, P2PD, True, dht=4100, dht_stopped=True) for t in (1.0, 2.0, 3.0)]) == [
+        True, True, False]
+    assert feed(silent, [Sighting(t, P2PD, False, dht=4100) for t in (1.0, 2.0, 3.0, 4.0, 5.0)]) == [
+        None, None, None, None, False]

@@ -205,6 +205,21 @@ def test_fatal_traceback_at_exit_gives_up_at_once_with_the_fix() -> None:
     assert "install hydra" in d.evidence
 
 
+def test_startup_grace_holds_stall_verdicts_only_until_the_first_progress() -> None:
+    """Silence within the grace is the start (loading, bootstrap); after real progress
+    the start is over and the stall threshold alone judges, grace or not."""
+    health = HealthConfig(heartbeat_file=Path("hb.json"), stall_after=10.0, startup_grace=90.0)
+    loading = _policy(health=health)
+    loading.child_started(0.0)
+    assert loading.on_tick(80.0, Health()).action is Action.NONE
+    assert loading.on_tick(91.0, Health()).reason == "stall"
+    started = _policy(health=health)
+    started.child_started(0.0)
+    started.on_signal(Signal("round", Verdict.HEALTHY_PROGRESS, "Starting round: 0/1000000."), 20.0)
+    assert started.on_tick(29.0, Health()).action is Action.NONE
+    assert started.on_tick(31.0, Health()).reason == "stall"
+
+
 def test_startup_lines_do_not_reset_the_stall_clock() -> None:
     """Greetings and loading bars are not progress: a node that only greets stalls."""
     p = _policy()

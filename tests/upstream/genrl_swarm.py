@@ -22,9 +22,9 @@ clock: a restarted node starts again at key "0", replays the older rounds from t
 peers' records still on the DHT and meets the peer again once it reaches the peer's key;
 the peer waits meanwhile. Records expire after genrl's `timeout` (600 s by default): a
 node restarted later than that never meets its peer again (a limit of genrl without a
-chain, whose round would be the key), so the test pair keeps them an hour. And a restarted MASTER would start a DHT of
-its own (the FileStore is read only at start), so faults are applied to the second
-node; the master plays the part of the swarm's bootstrap node.
+chain, whose round would be the key), so the test pair keeps them an hour. And a restarted MASTER starts a DHT of
+its own on a new random port and knows no peer; the second node reads the FileStore only
+at start, so it meets the new master by restarting (tests/upstream/supervised.py).
 """
 
 from __future__ import annotations

@@ -44,11 +44,15 @@ class Anvil:
     """One anvil process on a free loopback port; stopped (and reaped) on exit."""
 
     def __init__(self, *, chain_id: int = DEFAULT_CHAIN_ID, port: int | None = None,
-                 block_time: float | None = None, log_path: Path | None = None) -> None:
+                 block_time: float | None = None, log_path: Path | None = None,
+                 state_path: Path | None = None) -> None:
         self.chain_id = chain_id
         self.port = port or free_port()
         self.block_time = block_time
         self.log_path = log_path
+        # anvil's --state: loaded at start if present, written when anvil stops (SIGTERM),
+        # so a stop + start keeps the chain (a real RPC outage), unlike a fresh chain.
+        self.state_path = state_path
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -61,6 +65,8 @@ class Anvil:
         argv = [str(ANVIL), "--host", "127.0.0.1", "--port", str(self.port), "--chain-id", str(self.chain_id)]
         if self.block_time:
             argv += ["--block-time", str(self.block_time)]
+        if self.state_path is not None:
+            argv += ["--state", str(self.state_path)]
         out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
