@@ -126,7 +126,13 @@ def test_a_stopped_dht_process_is_seen_stopped_while_p2pd_still_answers(node: No
     assert not parts.dht.stopped
     os.kill(parts.dht.pid, signal.SIGSTOP)
     try:
+        # A signal is delivered when the kernel next schedules the target: on a loaded
+        # host the first look may come before the stop has taken effect.
+        deadline = time.monotonic() + 5.0
         seen = pick_dht_parts(tree_procs(node.proc.pid), node.proc.pid)
+        while not (seen.dht is not None and seen.dht.stopped) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            seen = pick_dht_parts(tree_procs(node.proc.pid), node.proc.pid)
         answer = ask_p2pd(parts.control, 5.0)
     finally:
         os.kill(parts.dht.pid, signal.SIGCONT)
