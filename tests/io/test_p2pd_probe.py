@@ -27,6 +27,7 @@ from swarmd.p2pd_probe import (
     tree_procs,
 )
 from swarmd.process import ProcRef, catches_signal, p2pd_sockets, snapshot_tree
+from tests.conftest import wait_until
 
 pytest.importorskip("hivemind", reason="needs hivemind (the trainer extra) for a real p2pd")
 pytestmark = [pytest.mark.io, pytest.mark.slow, pytest.mark.timeout(170)]
@@ -128,11 +129,11 @@ def test_a_stopped_dht_process_is_seen_stopped_while_p2pd_still_answers(node: No
     try:
         # A signal is delivered when the kernel next schedules the target: on a loaded
         # host the first look may come before the stop has taken effect.
-        deadline = time.monotonic() + 5.0
-        seen = pick_dht_parts(tree_procs(node.proc.pid), node.proc.pid)
-        while not (seen.dht is not None and seen.dht.stopped) and time.monotonic() < deadline:
-            time.sleep(0.05)
-            seen = pick_dht_parts(tree_procs(node.proc.pid), node.proc.pid)
+        def look() -> DhtParts | None:
+            parts = pick_dht_parts(tree_procs(node.proc.pid), node.proc.pid)
+            return parts if parts.dht is not None and parts.dht.stopped else None
+
+        seen = wait_until(look, 5.0, "the DHT process never showed as stopped")
         answer = ask_p2pd(parts.control, 5.0)
     finally:
         os.kill(parts.dht.pid, signal.SIGCONT)
